@@ -1,0 +1,31 @@
+"""lit-models: Lightning 2.x modules and DataModules for the classic architectures of deep learning.
+
+The names below import lazily, so ``from lit_models.nets.resnet import ResNet`` never imports Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ImageClassifier": "lit_models.classification",
+    "AlexNet": "lit_models.classification",
+    "VGG": "lit_models.classification",
+    "GoogLeNet": "lit_models.classification",
+    "ResNet": "lit_models.classification",
+    "DenseNet": "lit_models.classification",
+    "ImageFolderDataModule": "lit_models.datamodules.image_folder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lit_models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,3 @@
+from lit_models.cli import main
+
+main()

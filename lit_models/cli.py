@@ -1,0 +1,115 @@
+"""The ``lit-models`` command: LightningCLI in subclass mode for every family's modules and DataModules."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+# Imported so every family's modules and DataModules are known to --model/--data short names.
+import lit_models.classification  # noqa: F401
+import lit_models.datamodules.image_folder  # noqa: F401
+from lit_models.callbacks import PredictionCSVWriter
+
+
+def checkpoint_folders(trainer: Trainer) -> list[Path]:
+    """Folders that may hold this configuration's checkpoints, newest run first.
+
+    With an explicit ModelCheckpoint ``dirpath`` that folder; otherwise every ``version_*/checkpoints`` of the
+    logger's run folder, because a new ``test`` process has a new version number of its own.
+    """
+    fixed = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    if fixed or trainer.logger is None or trainer.logger.save_dir is None:
+        return fixed
+    runs = Path(trainer.logger.save_dir) / str(trainer.logger.name)
+    versions = [p for p in runs.glob("version_*") if re.fullmatch(r"version_\d+", p.name)]
+    versions.sort(key=lambda p: int(p.name.split("_")[1]), reverse=True)
+    return [p / "checkpoints" for p in versions]
+
+
+def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
+    """Turn ``last`` / ``best`` into a file from an earlier ``fit`` of the same configuration."""
+    for folder in checkpoint_folders(trainer):
+        lasts = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not lasts:
+            continue
+        if alias == "last":
+            return str(lasts[-1])
+        state = torch.load(lasts[-1], map_location="cpu", weights_only=True).get("callbacks", {})
+        for key, value in state.items():
+            if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+                best = Path(value["best_model_path"])
+                if best.exists():
+                    return str(best)
+                raise FileNotFoundError(f"{lasts[-1]} names {best} as the best checkpoint, but it is gone.")
+        raise FileNotFoundError(f"{lasts[-1]} records no best checkpoint (no monitored ModelCheckpoint).")
+    raise FileNotFoundError(
+        f"--ckpt_path {alias}: no earlier fit of this configuration saved a last.ckpt under "
+        f"{[str(f) for f in checkpoint_folders(trainer)] or 'the logger folder'}. Pass a checkpoint file path."
+    )
+
+
+class LitModelsCLI(LightningCLI):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            # SLURM requeues reuse the run folder: rewriting its config.yaml must not fail.
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": {
+                    "class_path": "pytorch_lightning.loggers.CSVLogger",
+                    "init_args": {"save_dir": "runs"},
+                }
+            },
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # In subclass mode the target must be spelled model.init_args.*; every family calls its output size
+        # num_classes, so this one link serves all of them.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
+
+    def _resolve_ckpt_path(self) -> None:
+        config = self.config_init[self.subcommand]
+        alias = config.get("ckpt_path")
+        if alias not in ("last", "best"):
+            return
+        # Within one process Lightning knows these; a fresh `test` process finds them on disk.
+        own = [cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+        if alias == "best" and any(cb.best_model_path for cb in own):
+            return
+        try:
+            config["ckpt_path"] = resolve_checkpoint_alias(alias, self.trainer)
+        except FileNotFoundError:
+            if self.subcommand != "fit":
+                raise
+            # As Lightning does: `fit --ckpt_path last` before any run starts from scratch.
+            config["ckpt_path"] = None
+
+    def before_fit(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_test(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._resolve_ckpt_path()
+
+
+def main() -> None:
+    LitModelsCLI()
+
+
+if __name__ == "__main__":
+    main()

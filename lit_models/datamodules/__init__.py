@@ -1,0 +1,1 @@
+"""LightningDataModules for each family (import from their modules, or from ``lit_models``)."""

@@ -1,0 +1,76 @@
+"""Listing image files and decoding them with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+# What PIL decodes and ImageNet-style trees contain; anything else in a class folder is ignored.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+class DataError(ValueError):
+    """A problem with the user's data: the message names the file or folder and says what to do."""
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def list_class_folders(split_dir: Path) -> list[str]:
+    """Sorted names of the class sub-folders of one split (ImageNet's synset folders)."""
+    if not split_dir.is_dir():
+        raise DataError(
+            f"{split_dir} is not a folder. An image-folder root needs train/<class>/* "
+            "(and optionally val/<class>/*, test/<class>/*)."
+        )
+    names = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and entry.name[0] != ".")
+    if not names:
+        raise DataError(f"{split_dir} has no class folders; put each class's images in {split_dir}/<class>/.")
+    return names
+
+
+def list_labelled_images(split_dir: Path, class_names: list[str]) -> list[tuple[str, int]]:
+    """(path, class index) for every image under split_dir/<class>/, recursively, in sorted order."""
+    found = list_class_folders(split_dir)
+    if found != class_names:
+        missing = sorted(set(class_names) - set(found))
+        extra = sorted(set(found) - set(class_names))
+        raise DataError(
+            f"{split_dir} has different class folders from the training split: missing {missing}, "
+            f"extra {extra}. Every split must hold the same class folders."
+        )
+    samples = []
+    for index, name in enumerate(class_names):
+        files = list_images(split_dir / name)
+        if not files:
+            raise DataError(
+                f"class folder {split_dir / name} holds no images (extensions: {', '.join(IMAGE_EXTENSIONS)}). "
+                "Add images or remove the folder."
+            )
+        samples.extend((path, index) for path in files)
+    return samples
+
+
+def list_images(folder: Path) -> list[str]:
+    """Every image file under folder (any depth), sorted so every DDP rank sees the same order."""
+    paths = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        paths.extend(os.path.join(parent, name) for name in names if is_image_file(name))
+    return sorted(paths)
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode fully (so truncation is caught here, not later) and convert grayscale/CMYK/palette to RGB."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(
+            f"cannot decode image {path}: {error}. Replace or delete the file, or set data.skip_corrupt=true "
+            "to skip unreadable images (each one is logged)."
+        ) from error

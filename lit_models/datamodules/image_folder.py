@@ -1,0 +1,245 @@
+"""ImageNet-style folders: root/train/<class>/*, root/val/<class>/*, optional root/test/<class>/*."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from lit_models.datamodules.files import (
+    DataError,
+    list_class_folders,
+    list_images,
+    list_labelled_images,
+    load_rgb,
+)
+from lit_models.datamodules.sources import mnist5k
+from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Preset, classification_transform
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where embedded data is exported: $LIT_MODELS_CACHE, else ~/.cache/lit_models."""
+    return Path(os.environ.get("LIT_MODELS_CACHE") or Path.home() / ".cache" / "lit_models")
+
+
+class ImageFileDataset(Dataset):
+    """(path, label) pairs decoded on access into {"image", "label", "path", "error", "skipped"} samples.
+
+    A file that fails to decode never raises inside a DataLoader worker (where the message would be buried in
+    a worker traceback): the sample carries the error, and ``ImageFolderDataModule.on_before_batch_transfer``
+    raises it in the main process. With ``skip_corrupt`` the next readable file takes its place, so the
+    dataset length, and with it every DDP rank's number of batches, stays the same.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable, skip_corrupt: bool = False) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.skip_corrupt = skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        skipped = ""
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                image = load_rgb(path)
+                break
+            except DataError as error:
+                if not self.skip_corrupt:
+                    return {
+                        "image": torch.zeros(0),
+                        "label": label,
+                        "path": path,
+                        "error": str(error),
+                        "skipped": "",
+                    }
+                skipped = skipped or path
+        else:
+            raise DataError(f"no image in this split could be decoded (first tried: {self.samples[index][0]})")
+        return {"image": self.transform(image), "label": label, "path": path, "error": "", "skipped": skipped}
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images and labels; a batch holding an undecodable file keeps only the messages."""
+    errors = [s["error"] for s in samples if s["error"]]
+    batch = {
+        "label": torch.tensor([s["label"] for s in samples]),
+        "path": [s["path"] for s in samples],
+        "errors": errors,
+        "skipped": [s["skipped"] for s in samples if s["skipped"]],
+    }
+    batch["image"] = torch.empty(0) if errors else torch.stack([s["image"] for s in samples])
+    return batch
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Image classification from an ImageNet-style folder tree, or the embedded MNIST digits.
+
+    ``num_classes`` and ``class_names`` come from the names of ``root/train``'s sub-folders (sorted), read in
+    ``__init__``; no image is opened until ``setup``. Batches are dicts: ``image`` N x 3 x S x S, ``label`` N,
+    ``path`` (the files, for predictions).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        preset: Preset = "imagenet",
+        image_size: int = 224,
+        hflip: bool = True,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        skip_corrupt: bool = False,
+        predict_dir: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        """Configure the data.
+
+        Args:
+            root: Folder with train/<class>/*, val/<class>/* and optionally test/<class>/*. None uses the embedded
+                5,000 MNIST digits (exported once to ``cache_dir``/mnist5k as PNGs).
+            preset: Transform preset: "imagenet" (random-resized-crop + flip; resize + centre-crop) or "small"
+                (resize, padded random crop + flip) for 32x32-class images.
+            image_size: Side of the square network input.
+            hflip: Random horizontal flips in training (turn off for digits and text).
+            mean: Per-channel normalisation mean (ImageNet's by default).
+            std: Per-channel normalisation standard deviation.
+            batch_size: Training batch size per device.
+            eval_batch_size: Validation/test/predict batch size per device (default: batch_size).
+            num_workers: DataLoader worker processes per device.
+            val_fraction: Share of each class held out of train for validation when root/val is missing.
+            split_seed: Seed of that held-out split (the same on every rank and every run).
+            skip_corrupt: Replace undecodable images with the next readable one and log them, instead of stopping.
+            predict_dir: Folder of images (any depth) for ``predict``; default: the test split, else val.
+            cache_dir: Where embedded data is exported (default $LIT_MODELS_CACHE or ~/.cache/lit_models).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.embedded = root is None
+        if self.embedded:
+            self.root = Path(cache_dir) if cache_dir else default_cache_dir()
+            self.root = self.root / "mnist5k"
+            self.class_names = list(mnist5k.CLASS_NAMES)
+        else:
+            self.root = Path(root).expanduser()
+            if not self.root.is_dir():
+                raise DataError(f"data root {self.root} does not exist or is not a folder.")
+            self.class_names = list_class_folders(self.root / "train")
+        self.num_classes = len(self.class_names)
+        self.datasets: dict[str, ImageFileDataset] = {}
+        self._reported_skips: set[str] = set()
+
+    def prepare_data(self) -> None:
+        if self.embedded:
+            mnist5k.export_mnist5k(self.root)
+
+    def transform(self, train: bool) -> Callable:
+        hp = self.hparams
+        return classification_transform(hp.preset, hp.image_size, train, hp.hflip, tuple(hp.mean), tuple(hp.std))
+
+    def setup(self, stage: str) -> None:
+        if self.datasets:
+            return
+        skip = self.hparams.skip_corrupt
+        train = list_labelled_images(self.root / "train", self.class_names)
+        if (self.root / "val").is_dir():
+            val = list_labelled_images(self.root / "val", self.class_names)
+        else:
+            train, val = self.split_off_validation(train)
+        self.datasets["train"] = ImageFileDataset(train, self.transform(train=True), skip)
+        self.datasets["val"] = ImageFileDataset(val, self.transform(train=False), skip)
+        if (self.root / "test").is_dir():
+            test = list_labelled_images(self.root / "test", self.class_names)
+            self.datasets["test"] = ImageFileDataset(test, self.transform(train=False), skip)
+        predict_dir = self.hparams.predict_dir
+        if predict_dir:
+            files = list_images(Path(predict_dir).expanduser())
+            if not files:
+                raise DataError(f"predict_dir {predict_dir} holds no image files.")
+            self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
+        else:
+            self.datasets["predict"] = self.datasets.get("test", self.datasets["val"])
+
+    def split_off_validation(self, samples: list[tuple[str, int]]) -> tuple[list, list]:
+        """Hold out val_fraction of every class (at least one image), seeded, identically on every rank."""
+        rng = np.random.default_rng(self.hparams.split_seed)
+        labels = np.array([label for _, label in samples])
+        held_out = []
+        for label in range(self.num_classes):
+            members = np.flatnonzero(labels == label)
+            if len(members) < 2:
+                raise DataError(
+                    f"class {self.class_names[label]!r} has {len(members)} training image(s); a validation split "
+                    f"needs at least 2. Add images or provide {self.root / 'val'}."
+                )
+            count = max(1, round(len(members) * self.hparams.val_fraction))
+            held_out.extend(rng.choice(members, size=count, replace=False).tolist())
+        held_out_set = set(held_out)
+        train = [s for i, s in enumerate(samples) if i not in held_out_set]
+        val = [samples[i] for i in sorted(held_out_set)]
+        return train, val
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise DataError(f"{self.root / split} does not exist: this data has no {split} split.")
+        dataset = self.datasets[split]
+        sampler = None
+        if not train and self.trainer is not None and self.trainer.world_size > 1:
+            # DistributedSampler would pad the last rank with repeated samples, counting them twice in the
+            # metrics; this one gives ranks disjoint shards whose union is the split, exactly once.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size if train else (self.hparams.eval_batch_size or self.hparams.batch_size),
+            shuffle=train,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_samples,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            drop_last=train,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", train=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Main process: raise decode errors with their message, log skipped files once each."""
+        if batch["errors"]:
+            raise DataError(batch["errors"][0])
+        for path in batch["skipped"]:
+            if path not in self._reported_skips:
+                self._reported_skips.add(path)
+                log.warning("skipped undecodable image %s (data.skip_corrupt=true)", path)
+        return batch

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny real image trees under tmp_path, and an isolated cache for embedded data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["circle", "square", "stripes"]
+
+
+def draw(kind: str, rng: np.random.Generator, size: int = 24) -> Image.Image:
+    """A noisy drawing of a shape: learnable in a few steps, yet no two images alike."""
+    image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    cx, cy = rng.integers(8, size - 8, 2)
+    if kind == "circle":
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < 30
+    elif kind == "square":
+        mask = (abs(xx - cx) < 5) & (abs(yy - cy) < 5)
+    else:
+        mask = (xx // 3) % 2 == 0
+    image[mask] = (200, 180, 160)
+    return Image.fromarray(image)
+
+
+def make_image_tree(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
+    """root/<split>/<class>/<n>.png for each split in counts (images per class)."""
+    rng = np.random.default_rng(seed)
+    for split, per_class in counts.items():
+        for name in CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                draw(name, rng).save(folder / f"{index:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    """3 classes; 8 train, 3 val, 3 test images per class (9 val: odd, so DDP padding would show)."""
+    return make_image_tree(tmp_path / "shapes", {"train": 8, "val": 3, "test": 3})
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Embedded data goes to one per-session cache, never to the user's ~/.cache."""
+    cache = tmp_path_factory.getbasetemp() / "lit_models_cache"
+    monkeypatch.setenv("LIT_MODELS_CACHE", str(cache))
+    return cache
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The real console entry point in a subprocess; fails the test with its output on error."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_models", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"lit-models {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
