@@ -42,7 +42,9 @@ class PredictionCSVWriter(BasePredictionWriter):
         names = getattr(pl_module, "class_names", None)
         rows = []
         for batch in predictions[0] if predictions and isinstance(predictions[0], list) else predictions:
-            for path, indices, probs in zip(batch["path"], batch["indices"].tolist(), batch["probs"].tolist()):
+            for path, indices, probs in zip(
+                batch["path"], batch["indices"].tolist(), batch["probs"].tolist(), strict=True
+            ):
                 row = [path]
                 for index, prob in zip(indices, probs, strict=True):
                     row += [names[index] if names else str(index), f"{prob:.6f}"]

@@ -108,7 +108,7 @@ class ImageClassifier(ClassNamesMixin):
             sync_dist=True,
             batch_size=len(labels),
         )
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
     def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> None:
@@ -118,7 +118,7 @@ class ImageClassifier(ClassNamesMixin):
         loss = F.cross_entropy(logits, labels)
         metrics.update(logits, labels)
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
-        self.log_dict(metrics, prog_bar=True)
+        self.log_dict(metrics, prog_bar=True, batch_size=len(labels))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)

@@ -99,6 +99,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         preset: Preset = "imagenet",
         image_size: int = 224,
         hflip: bool = True,
+        lighting: float = 0.0,
+        rotation: float = 0.0,
+        scale_jitter: float = 0.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         batch_size: int = 64,
@@ -119,6 +122,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 (resize, padded random crop + flip) for 32x32-class images.
             image_size: Side of the square network input.
             hflip: Random horizontal flips in training (turn off for digits and text).
+            lighting: Standard deviation of AlexNet's PCA lighting noise in training (0.1 in the paper; 0 = off).
+            rotation: "small" preset: random rotation in training, up to this many degrees either way.
+            scale_jitter: "small" preset: random rescaling in training by up to this fraction (0.1: 0.9-1.1).
             mean: Per-channel normalisation mean (ImageNet's by default).
             std: Per-channel normalisation standard deviation.
             batch_size: Training batch size per device.
@@ -154,7 +160,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def transform(self, train: bool) -> Callable:
         hp = self.hparams
-        return classification_transform(hp.preset, hp.image_size, train, hp.hflip, tuple(hp.mean), tuple(hp.std))
+        return classification_transform(
+            hp.preset,
+            hp.image_size,
+            train,
+            hp.hflip,
+            hp.lighting,
+            hp.rotation,
+            hp.scale_jitter,
+            tuple(hp.mean),
+            tuple(hp.std),
+        )
 
     def setup(self, stage: str) -> None:
         if self.datasets:
@@ -210,16 +226,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
         workers = self.hparams.num_workers
+        batch_size = self.hparams.batch_size if train else (self.hparams.eval_batch_size or self.hparams.batch_size)
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size if train else (self.hparams.eval_batch_size or self.hparams.batch_size),
+            batch_size=batch_size,
             shuffle=train,
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_samples,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
-            drop_last=train,
+            # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is
+            # dropped (a different few images each epoch) unless the split is smaller than one batch.
+            drop_last=train and len(dataset) > batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -12,12 +12,38 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Preset = Literal["imagenet", "small"]
 
+# Principal components of ImageNet's RGB pixel values (in [0, 1]), as used for AlexNet's lighting noise.
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+
+
+class PCALighting(torch.nn.Module):
+    """AlexNet's "fancy PCA" colour augmentation (Krizhevsky et al. 2012, §4.1).
+
+    Adds ``eigvec @ (alpha * eigval)`` to every pixel, alpha ~ N(0, std) drawn once per image: the intensity
+    and colour of the illumination change, the object's identity does not. Input: 3 x H x W floats in [0, 1].
+    """
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+        self.register_buffer("eigval", torch.tensor(IMAGENET_EIGVAL))
+        self.register_buffer("eigvec", torch.tensor(IMAGENET_EIGVEC))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * self.std
+        shift = self.eigvec @ (alpha * self.eigval)  # 3
+        return image + shift.view(3, 1, 1)
+
 
 def classification_transform(
     preset: Preset,
     image_size: int,
     train: bool,
     hflip: bool = True,
+    lighting: float = 0.0,
+    rotation: float = 0.0,
+    scale_jitter: float = 0.0,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
 ) -> v2.Compose:
@@ -26,7 +52,9 @@ def classification_transform(
     "imagenet": train = random-resized-crop (scale 0.08-1, Szegedy et al. 2015) + flip; eval = resize to
     image_size * 256/224 then centre-crop (the 256 -> 224 single-crop protocol of torchvision's published numbers).
     "small" (32x32-class images): train = resize, pad-4/32 random crop + flip (He et al. 2016 §4.2);
-    eval = resize only.
+    eval = resize only; ``rotation`` (degrees) and ``scale_jitter`` add a random affine warp in training, the
+    classic augmentation for handwriting. ``lighting`` > 0 adds AlexNet's PCA lighting noise with that standard
+    deviation (any preset).
     """
     if preset not in ("imagenet", "small"):
         raise ValueError(f"preset must be 'imagenet' or 'small', got {preset!r}")
@@ -39,8 +67,11 @@ def classification_transform(
         geometry = [v2.Resize((image_size, image_size), antialias=True)]
         if train:
             geometry.append(v2.RandomCrop(image_size, padding=max(1, image_size // 8)))
+            if rotation or scale_jitter:
+                geometry.append(v2.RandomAffine(rotation, scale=(1 - scale_jitter, 1 + scale_jitter)))
     if train and hflip:
         geometry.append(v2.RandomHorizontalFlip())
+    photometric = [PCALighting(lighting)] if train and lighting > 0 else []
     return v2.Compose(
-        [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=mean, std=std)]
+        [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *photometric, v2.Normalize(mean, std)]
     )

@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv with python3 if it is missing,
+# installs torch + torchvision first as a pinned pair, then this package with its test extra.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+# torch 2.14.1 / torchvision 0.29.1 (x86_64); aarch64 wheels of that pair are not published, 2.9.1 / 0.24.1 are.
+ifeq ($(shell uname -m),aarch64)
+TORCH_PAIR := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: demo test bench lint install
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PAIR)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+# Trains the quickstart (ResNet-18 on the embedded MNIST digits), then tests its best checkpoint.
+demo: $(STAMP)
+	$(BIN)/lit-models fit --config configs/quickstart.yaml --trainer.enable_progress_bar false
+	$(BIN)/lit-models test --config configs/quickstart.yaml --ckpt_path best --trainer.enable_progress_bar false
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/digits.py

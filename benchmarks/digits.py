@@ -1,0 +1,110 @@
+"""Train the quickstart and every <arch>_digits config on the embedded MNIST digits; print a markdown table.
+
+    python benchmarks/digits.py [--only quickstart resnet18_digits] [--threads 2]
+
+Each config runs `lit-models fit` then `lit-models test --ckpt_path best` in fresh processes, one at a time
+(two trainings sharing 2 cores slow each other several-fold). Wall time is the fit process's, start to end,
+including validation every epoch. The same run trains an RBF-SVM (scikit-learn) on the same 3,600 training
+images and scores it on the same 1,000 test images, so the ratios in the table come from one machine and one
+run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = [REPO / "configs" / "quickstart.yaml", *sorted((REPO / "configs" / "classification").glob("*_digits.yaml"))]
+
+
+def last_metric(run_dir: Path, key: str) -> float:
+    with open(run_dir / "metrics.csv") as handle:
+        return float([row[key] for row in csv.DictReader(handle) if row.get(key)][-1])
+
+
+def run(config: Path, save_dir: Path) -> dict:
+    name = config.stem
+    common = ["--config", str(config), "--trainer.logger.init_args.save_dir", str(save_dir),
+              "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    cli = [sys.executable, "-m", "lit_models"]
+    start = time.perf_counter()
+    subprocess.run([*cli, "fit", *common], check=True, capture_output=True)
+    fit_seconds = time.perf_counter() - start
+    subprocess.run([*cli, "test", *common, "--ckpt_path", "best"], check=True, capture_output=True)
+    runs = sorted((save_dir / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    checkpoint = torch.load(next((runs[0] / "checkpoints").glob("epoch=*.ckpt")), weights_only=True)
+    weights = checkpoint["state_dict"].items()
+    params = sum(
+        v.numel() for k, v in weights if k.startswith("net.") and "running_" not in k and v.is_floating_point()
+    )
+    return {
+        "config": name,
+        "model": checkpoint["hyper_parameters"]["_class_path"].rsplit(".", 1)[-1],
+        "params": params,
+        "epochs": checkpoint["epoch"] + 1,
+        "fit_s": fit_seconds,
+        "top1": last_metric(runs[-1], "test/acc_top1"),
+        "top5": last_metric(runs[-1], "test/acc_top5"),
+    }
+
+
+def svm_baseline() -> dict:
+    from sklearn.svm import SVC
+
+    from lit_models.datamodules.image_folder import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(num_workers=0)
+    dm.prepare_data()
+    dm.setup("fit")
+
+    def arrays(samples):
+        pixels = np.stack([np.asarray(Image.open(p), dtype=np.float32).ravel() / 255 for p, _ in samples])
+        return pixels, np.array([label for _, label in samples])
+
+    x_train, y_train = arrays(dm.datasets["train"].samples)
+    x_test, y_test = arrays(dm.datasets["test"].samples)
+    start = time.perf_counter()
+    svm = SVC(C=5.0, kernel="rbf", gamma="scale").fit(x_train, y_train)
+    seconds = time.perf_counter() - start
+    scores = svm.decision_function(x_test)
+    top5 = np.mean([y in np.argsort(s)[-5:] for y, s in zip(y_test, scores, strict=True)])
+    return {"config": "RBF-SVM (scikit-learn, C=5)", "model": "SVC", "params": len(svm.support_) * x_train.shape[1],
+            "epochs": "-", "fit_s": seconds, "top1": svm.score(x_test, y_test), "top5": top5}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", help="config names (stems) to run; default all")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per training process")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    configs = [c for c in CONFIGS if not args.only or c.stem in args.only]
+    rows = [svm_baseline()]
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            rows.append(run(config, Path(tmp)))
+            print(f"done {config.stem}: {rows[-1]['top1']:.4f} in {rows[-1]['fit_s']:.0f} s", file=sys.stderr)
+    svm = rows[0]
+    print(f"\nEmbedded MNIST digits (3,600 train / 400 val / 1,000 test), {os.cpu_count()} CPU cores, "
+          f"torch {torch.__version__}\n")  # fmt: skip
+    print("| config | model | params | epochs | fit wall time (s) | test top-1 | test top-5 | top-1 error vs SVM |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        ratio = (1 - row["top1"]) / (1 - svm["top1"])
+        print(f"| {row['config']} | {row['model']} | {row['params']:,} | {row['epochs']} | {row['fit_s']:.0f} | "
+              f"{100 * row['top1']:.1f} % | {100 * row['top5']:.1f} % | {ratio:.2f}× |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

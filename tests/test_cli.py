@@ -1,0 +1,99 @@
+"""The real `lit-models` entry point in subprocesses: fit, validate, test, predict, DDP on 2 CPU processes."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CLASSES, REPO, run_cli
+
+QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+
+
+def tiny(tree: Path) -> list[str]:
+    """The quickstart config on a tiny tree, with a tiny net, for speed."""
+    return [
+        "--config", QUICKSTART,
+        "--data.init_args.root", str(tree),
+        "--data.init_args.image_size", "16",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.batch_size", "8",
+        "--model.init_args.width_mult", "0.125",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+
+
+def metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def last_value(run_dir: Path, key: str) -> float:
+    return float([row[key] for row in metrics(run_dir) if row.get(key)][-1])
+
+
+def test_help_and_print_config(tmp_path):
+    assert "{fit,validate,test,predict}" in run_cli("--help", cwd=tmp_path).stdout
+    model_help = run_cli("fit", "--model.help", "ResNet", cwd=tmp_path).stdout
+    assert "--model.depth {18,34,50,101,152}" in model_help and "plain network" in model_help
+    printed = run_cli("fit", "--config", QUICKSTART, "--print_config", cwd=tmp_path).stdout
+    assert "class_path: lit_models.ResNet" in printed and "seed_everything: 0" in printed
+
+
+def test_fit_then_validate_test_predict_in_new_processes(image_tree, tmp_path):
+    run_cli("fit", *tiny(image_tree), "--trainer.max_epochs", "3", cwd=tmp_path)
+    runs = tmp_path / "runs" / "quickstart"
+    fit_rows = [r for r in metrics(runs / "version_0") if r.get("val/acc_top1")]
+    assert len(fit_rows) == 3
+    best_fit_acc = max(float(r["val/acc_top1"]) for r in fit_rows)
+    assert (runs / "version_0" / "config.yaml").exists()
+
+    # A new process finds the run's best checkpoint and reproduces its validation accuracy exactly.
+    run_cli("validate", *tiny(image_tree), "--ckpt_path", "best", cwd=tmp_path)
+    assert last_value(runs / "version_1", "val/acc_top1") == pytest.approx(best_fit_acc, abs=1e-7)
+
+    run_cli("test", *tiny(image_tree), "--ckpt_path", "best", cwd=tmp_path)
+    test_acc = last_value(runs / "version_2", "test/acc_top1")
+    assert 0.0 <= test_acc <= 1.0
+
+    run_cli("predict", *tiny(image_tree), "--ckpt_path", "last", cwd=tmp_path)
+    with open(runs / "version_3" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9  # the test split: 3 classes x 3 images
+    assert list(rows[0]) == ["path", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
+    for row in rows:
+        assert Path(row["path"]).is_file() and {row["class_1"], row["class_2"], row["class_3"]} == set(CLASSES)
+        probs = [float(row[f"prob_{k}"]) for k in (1, 2, 3)]
+        assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-4)
+    # An existing predictions file is never overwritten.
+    target = runs / "version_3" / "predictions.csv"
+    failed = subprocess.run(
+        [sys.executable, "-m", "lit_models", "predict", *tiny(image_tree), "--ckpt_path", "last",
+         "--prediction_writer.output", str(target)],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert failed.returncode != 0 and "already exists" in failed.stderr
+
+
+def test_bad_root_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_models", "fit", "--config", QUICKSTART, "--data.init_args.root", "nowhere"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "data root nowhere does not exist" in result.stderr
+
+
+def test_ddp_on_two_cpu_processes_matches_single_process(image_tree, tmp_path):
+    ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
+    single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
+    run_cli("fit", *tiny(image_tree), *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
+    runs = tmp_path / "runs" / "quickstart"
+    assert (runs / "version_0" / "checkpoints" / "last.ckpt").exists()
+
+    run_cli("validate", *tiny(image_tree), *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("validate", *tiny(image_tree), *single, "--ckpt_path", "last", cwd=tmp_path)
+    # 9 validation images over 2 ranks: a padding sampler would count one twice and change the accuracy.
+    assert last_value(runs / "version_1", "val/acc_top1") == last_value(runs / "version_2", "val/acc_top1")
