@@ -43,7 +43,7 @@ def run(config: Path, save_dir: Path) -> dict:
     fit_seconds = time.perf_counter() - start
     subprocess.run([*cli, "test", *common, "--ckpt_path", "best"], check=True, capture_output=True)
     runs = sorted((save_dir / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    checkpoint = torch.load(next((runs[0] / "checkpoints").glob("epoch=*.ckpt")), weights_only=True)
+    checkpoint = torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)
     weights = checkpoint["state_dict"].items()
     params = sum(
         v.numel() for k, v in weights if k.startswith("net.") and "running_" not in k and v.is_floating_point()
@@ -52,7 +52,7 @@ def run(config: Path, save_dir: Path) -> dict:
         "config": name,
         "model": checkpoint["hyper_parameters"]["_class_path"].rsplit(".", 1)[-1],
         "params": params,
-        "epochs": checkpoint["epoch"] + 1,
+        "epochs": checkpoint["epoch"] + 1,  # last.ckpt is rewritten after every epoch
         "fit_s": fit_seconds,
         "top1": last_metric(runs[-1], "test/acc_top1"),
         "top5": last_metric(runs[-1], "test/acc_top5"),

@@ -137,11 +137,20 @@ class ImageClassifier(ClassNamesMixin):
         return build_optimizers(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
 
     def configure_callbacks(self) -> list:
-        """Keep the best checkpoint by the family's headline metric, unless the trainer already monitors one."""
+        """Replace Lightning's default checkpointing by ``best-*.ckpt`` (by the headline metric) + ``last.ckpt``.
+
+        Two callbacks because Lightning 2.6's ``save_last=True`` only copies the newest *top-k* save, so on a
+        monitored callback last.ckpt would lag behind the real last epoch and a resume would repeat epochs.
+        Only the default ``ModelCheckpoint()`` is replaced: one the user configured (a monitor, a folder, a
+        period) stays as it is, and ``enable_checkpointing=False`` adds none.
+        """
         checkpoints = [cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
-        if not checkpoints or any(cb.monitor for cb in checkpoints):
+        default = ModelCheckpoint()
+        if len(checkpoints) != 1 or checkpoints[0].dirpath or checkpoints[0].state_key != default.state_key:
             return []
-        return [ModelCheckpoint(monitor=self.monitor, mode="max", save_last=True)]
+        # The monitored one first: Lightning's in-process ckpt_path="best" reads the first callback.
+        best = ModelCheckpoint(monitor=self.monitor, mode="max", filename="best-{epoch}-{step}")
+        return [best, ModelCheckpoint(filename="last", save_top_k=1)]
 
 
 class AlexNet(ImageClassifier):
@@ -155,6 +164,7 @@ class AlexNet(ImageClassifier):
         width_mult: float = 1.0,
         hidden: int = 4096,
         dropout: float = 0.5,
+        init: Literal["torch", "paper", "kaiming"] = "torch",
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -170,12 +180,14 @@ class AlexNet(ImageClassifier):
             width_mult: Multiplies every convolution's channels (size knob).
             hidden: Width of the two fully connected layers (4096 in the paper).
             dropout: Dropout probability before the fully connected layers.
+            init: Weight initialisation: "torch" (layer defaults, as torchvision), "paper" (§5: N(0, 0.01) weights,
+                biases 1 in conv2/4/5 and the hidden FC layers) or "kaiming" (He et al. 2015).
             label_smoothing: Cross-entropy label smoothing in training.
             optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Paper recipes are in configs/.
             lr_scheduler: LR scheduler factory; default none.
             weights: Local weight file (torchvision state dict or lit-models checkpoint) to start from.
         """
-        net = AlexNetNet(num_classes, variant, two_tower, width_mult, hidden, dropout)
+        net = AlexNetNet(num_classes, variant, two_tower, width_mult, hidden, dropout, init)
         super().__init__(net, num_classes, label_smoothing, optimizer, lr_scheduler, weights)
 
 

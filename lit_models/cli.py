@@ -41,10 +41,11 @@ def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
             return str(lasts[-1])
         state = torch.load(lasts[-1], map_location="cpu", weights_only=True).get("callbacks", {})
         for key, value in state.items():
-            if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+            if key.startswith("ModelCheckpoint") and value.get("monitor") and value.get("best_model_path"):
                 best = Path(value["best_model_path"])
-                if best.exists():
-                    return str(best)
+                for candidate in (best, folder / best.name):  # the run folder may have moved since
+                    if candidate.exists():
+                        return str(candidate)
                 raise FileNotFoundError(f"{lasts[-1]} names {best} as the best checkpoint, but it is gone.")
         raise FileNotFoundError(f"{lasts[-1]} records no best checkpoint (no monitored ModelCheckpoint).")
     raise FileNotFoundError(

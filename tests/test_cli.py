@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CLASSES, REPO, run_cli
 
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -49,6 +50,8 @@ def test_fit_then_validate_test_predict_in_new_processes(image_tree, tmp_path):
     assert len(fit_rows) == 3
     best_fit_acc = max(float(r["val/acc_top1"]) for r in fit_rows)
     assert (runs / "version_0" / "config.yaml").exists()
+    last = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["class_names"] == CLASSES  # the real last epoch, not the best one
 
     # A new process finds the run's best checkpoint and reproduces its validation accuracy exactly.
     run_cli("validate", *tiny(image_tree), "--ckpt_path", "best", cwd=tmp_path)
@@ -75,6 +78,12 @@ def test_fit_then_validate_test_predict_in_new_processes(image_tree, tmp_path):
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     assert failed.returncode != 0 and "already exists" in failed.stderr
+
+    # `fit --ckpt_path last` resumes the newest run: only the 4th epoch is trained.
+    run_cli("fit", *tiny(image_tree), "--trainer.max_epochs", "4", "--ckpt_path", "last", cwd=tmp_path)
+    newest = max(runs.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    resumed = [r["epoch"] for r in metrics(newest) if r.get("val/acc_top1")]
+    assert resumed == ["3"]
 
 
 def test_bad_root_is_a_clear_error(tmp_path):

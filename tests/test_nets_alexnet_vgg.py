@@ -240,3 +240,24 @@ def test_alexnet_bad_arguments(kwargs: dict, match: str) -> None:
 def test_vgg_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         VGG(**kwargs)
+
+
+def test_alexnet_paper_initialisation():
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=10, width_mult=0.5, hidden=256, init="paper")
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in net.classifier if isinstance(m, torch.nn.Linear)]
+    biases = [float(m.bias.unique()) for m in convs + linears]
+    assert biases == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # §5: conv2, conv4, conv5, hidden FCs start at 1
+    assert abs(float(linears[0].weight.std()) - 0.01) < 1e-3
+
+
+def test_alexnet_kaiming_initialisation_keeps_the_signal():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 64, 64)
+    default = AlexNet(num_classes=10, width_mult=0.5, hidden=256)
+    kaiming = AlexNet(num_classes=10, width_mult=0.5, hidden=256, init="kaiming")
+    # Eight ReLU layers at default scale shrink the features ~30x; He initialisation keeps them at order 1.
+    assert kaiming.features(x).std() > 10 * default.features(x).std()
+    with pytest.raises(ValueError, match="init must be one of"):
+        AlexNet(init="xavier")

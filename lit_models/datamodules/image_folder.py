@@ -50,26 +50,18 @@ class ImageFileDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path, label = self.samples[index]
-        skipped = ""
-        for offset in range(len(self.samples)):
+        first_path = self.samples[index][0]
+        attempts = len(self.samples) if self.skip_corrupt else 1
+        for offset in range(attempts):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
                 image = load_rgb(path)
-                break
             except DataError as error:
-                if not self.skip_corrupt:
-                    return {
-                        "image": torch.zeros(0),
-                        "label": label,
-                        "path": path,
-                        "error": str(error),
-                        "skipped": "",
-                    }
-                skipped = skipped or path
-        else:
-            raise DataError(f"no image in this split could be decoded (first tried: {self.samples[index][0]})")
-        return {"image": self.transform(image), "label": label, "path": path, "error": "", "skipped": skipped}
+                message = str(error)
+                continue
+            skipped = first_path if offset else ""
+            return {"image": self.transform(image), "label": label, "path": path, "error": "", "skipped": skipped}
+        return {"image": torch.zeros(0), "label": label, "path": first_path, "error": message, "skipped": ""}
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -175,6 +167,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.datasets:
             return
+        if self.embedded and not (self.root / mnist5k.COMPLETE_MARKER).exists():
+            raise DataError(
+                f"the embedded digits are not exported to {self.root} yet: call prepare_data() before setup() "
+                "(a Trainer does this itself)."
+            )
         skip = self.hparams.skip_corrupt
         train = list_labelled_images(self.root / "train", self.class_names)
         if (self.root / "val").is_dir():

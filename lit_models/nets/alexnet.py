@@ -16,6 +16,7 @@ _LRN_ALPHA = _LRN_SIZE * 1e-4
 _LRN_BETA = 0.75
 _LRN_K = 2.0
 
+_INITS = ("torch", "paper", "kaiming")
 _VARIANTS = ("paper", "torchvision")
 
 
@@ -65,8 +66,11 @@ class AlexNet(nn.Module):
       We pad conv1 by 2 (as torchvision does), so 224x224 gives (224 + 4 - 11) // 4 + 1 = 55.
     * ``avgpool = AdaptiveAvgPool2d((6, 6))`` before the classifier (identity at 224 px) so any input of
       at least 63 px works.
-    * Initialisation: torch defaults instead of N(0, 0.01) weights with biases of 1 in conv2/4/5 and the
-      hidden FC layers; the paper's init is fragile without its exact learning-rate schedule.
+    * Initialisation (``init``): "torch" (the layers' defaults, as torchvision's AlexNet), "paper" (§5: weights
+      from N(0, 0.01), biases 1 in conv2, conv4, conv5 and the hidden FC layers so their ReLUs start with
+      positive inputs, 0 elsewhere; it trains only with the paper's small, slowly decayed lr over many epochs)
+      or "kaiming" (He et al. 2015, fan-in, zero biases: keeps the activation scale through the eight ReLU
+      layers, so short runs on small data start learning at once, where the other two stall at chance).
     * The training recipe (SGD, momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 on plateau,
       PCA colour augmentation) belongs to the task / YAML, not to this module.
     """
@@ -79,6 +83,7 @@ class AlexNet(nn.Module):
         width_mult: float = 1.0,
         hidden: int = 4096,
         dropout: float = 0.5,
+        init: Literal["torch", "paper", "kaiming"] = "torch",
     ) -> None:
         """Build the network.
 
@@ -93,6 +98,8 @@ class AlexNet(nn.Module):
                 ``two_tower``). A size knob for tests and small data.
             hidden: Width of the two hidden fully connected layers (4096 in the paper).
             dropout: Dropout probability before each hidden fully connected layer.
+            init: Weight initialisation: "torch" (layer defaults), "paper" (§5: N(0, 0.01) weights, biases 1
+                in conv2/4/5 and the hidden FC layers) or "kaiming" (He et al. 2015, fan-in).
         """
         super().__init__()
         if variant not in _VARIANTS:
@@ -158,6 +165,24 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
+        if init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+        if init != "torch":
+            self.initialise(init)
+
+    def initialise(self, init: Literal["paper", "kaiming"]) -> None:
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        # Paper §5: these five layers start with bias 1, "which accelerates the early stages of learning by
+        # providing the ReLUs with positive inputs".
+        ones = {convs[1], convs[3], convs[4], linears[0], linears[1]}
+        for layer in convs + linears:
+            if init == "paper":
+                nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+                nn.init.constant_(layer.bias, 1.0 if layer in ones else 0.0)
+            else:
+                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map N x 3 x H x W images (H, W >= 63) to N x num_classes logits."""
