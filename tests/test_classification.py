@@ -104,6 +104,9 @@ def test_checkpoint_keeps_class_names_and_loads_weights_only(image_tree, tmp_pat
     assert checkpoint["hyper_parameters"]["depth"] == 18
     restored = ResNet.load_from_checkpoint(path)
     assert restored.class_names == CLASSES
+    # A lit-models checkpoint also serves as `weights` for a new model (here with a 5-class head).
+    started = ResNet(num_classes=5, depth=18, width_mult=0.125, small_input=True, weights=str(path))
+    torch.testing.assert_close(started.net.conv1.weight, model.net.conv1.weight)
 
     # The same classes in another order: every index would mean another class.
     renamed = tmp_path / "renamed"
