@@ -17,6 +17,7 @@ TINY = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a bare step, no Trainer attached
 @pytest.mark.parametrize("cls", list(TINY))
 def test_training_step_and_one_output_type(cls):
     torch.manual_seed(0)

@@ -247,7 +247,7 @@ def test_alexnet_paper_initialisation():
     net = AlexNet(num_classes=10, width_mult=0.5, hidden=256, init="paper")
     convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in net.classifier if isinstance(m, torch.nn.Linear)]
-    biases = [float(m.bias.unique()) for m in convs + linears]
+    biases = [float(m.bias.detach().unique()) for m in convs + linears]
     assert biases == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # §5: conv2, conv4, conv5, hidden FCs start at 1
     assert abs(float(linears[0].weight.std()) - 0.01) < 1e-3
 
