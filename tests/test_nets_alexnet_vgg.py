@@ -249,7 +249,7 @@ def test_alexnet_paper_initialisation():
     linears = [m for m in net.classifier if isinstance(m, torch.nn.Linear)]
     biases = [float(m.bias.detach().unique()) for m in convs + linears]
     assert biases == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # §5: conv2, conv4, conv5, hidden FCs start at 1
-    assert abs(float(linears[0].weight.std()) - 0.01) < 1e-3
+    assert abs(float(linears[0].weight.detach().std()) - 0.01) < 1e-3
 
 
 def test_alexnet_kaiming_initialisation_keeps_the_signal():
