@@ -39,7 +39,8 @@ def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
             continue
         if alias == "last":
             return str(lasts[-1])
-        state = torch.load(lasts[-1], map_location="cpu", weights_only=True).get("callbacks", {})
+        # mmap: only the callback states are read, not the weights and optimizer state around them.
+        state = torch.load(lasts[-1], map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
         for key, value in state.items():
             if key.startswith("ModelCheckpoint") and value.get("monitor") and value.get("best_model_path"):
                 best = Path(value["best_model_path"])
