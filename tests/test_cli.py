@@ -106,3 +106,23 @@ def test_ddp_on_two_cpu_processes_matches_single_process(image_tree, tmp_path):
     run_cli("validate", *tiny(image_tree), *single, "--ckpt_path", "last", cwd=tmp_path)
     # 9 validation images over 2 ranks: a padding sampler would count one twice and change the accuracy.
     assert last_value(runs / "version_1", "val/acc_top1") == last_value(runs / "version_2", "val/acc_top1")
+
+
+IMAGENET_RECIPES = sorted((REPO / "configs" / "classification").glob("*_imagenet.yaml"))
+
+
+@pytest.mark.parametrize("config", IMAGENET_RECIPES, ids=lambda p: p.stem)
+def test_every_imagenet_recipe_fits_and_tests_on_an_image_folder(config, image_tree, tmp_path, monkeypatch):
+    """One real step of each paper recipe (full-size net, 224 px) on an ImageNet-style tree, in-process."""
+    from lit_models.cli import LitModelsCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lit-models"])
+    common = ["--config", str(config), "--data.init_args.root", str(image_tree), "--data.init_args.batch_size", "2",
+              "--data.init_args.num_workers", "0", "--trainer.fast_dev_run", "1",
+              "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    cli = LitModelsCLI(args=["fit", *common])
+    assert cli.trainer.global_step == 1 and cli.model.num_classes == 3
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
+    tested = LitModelsCLI(args=["test", *common])
+    assert 0.0 <= float(tested.trainer.callback_metrics["test/acc_top1"]) <= 1.0
