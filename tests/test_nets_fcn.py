@@ -1,0 +1,58 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_models.nets.fcn import FCN, upsampler
+from lit_models.nets.vgg import VGG
+
+TINY = {"width_mult": 0.125, "hidden": 32}
+
+
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+@pytest.mark.parametrize("size", [(97, 131), (1, 1), (33, 200)])
+def test_score_map_has_exactly_the_input_size(variant, size):
+    net = FCN(num_classes=4, variant=variant, **TINY).eval()
+    assert net(torch.randn(1, 3, *size)).shape == (1, 4, *size)
+
+
+def test_fc6_fc7_are_the_dense_layers_reshaped():
+    torch.manual_seed(0)
+    vgg = VGG(depth=16, num_classes=10, width_mult=0.125, hidden=32).eval()
+    fcn = FCN(num_classes=3, **TINY).eval()
+    dense = [vgg.classifier[0], vgg.classifier[3]]
+    assert sum(p.numel() for m in dense for p in m.parameters()) == sum(
+        p.numel() for m in (fcn.fc6, fcn.fc7) for p in m.parameters()
+    )
+    fcn.convolutionalize(vgg)
+    pool5 = torch.randn(2, 64, 7, 7)
+    as_dense = vgg.classifier[:5](pool5.flatten(1))  # fc6, relu, dropout (eval), fc7, relu
+    as_conv = F.relu(fcn.fc7(F.relu(fcn.fc6(pool5))))  # N x 32 x 1 x 1
+    torch.testing.assert_close(as_conv.flatten(1), as_dense)
+    # Full-size: the 7x7 and 1x1 convolutions hold exactly VGG-16's fc6/fc7 parameters.
+    with torch.device("meta"):
+        full = FCN(num_classes=21)
+    assert full.fc6.weight.numel() + full.fc6.bias.numel() == 25088 * 4096 + 4096
+    assert full.fc7.weight.numel() + full.fc7.bias.numel() == 4096 * 4096 + 4096
+
+
+def test_deconvolution_starts_as_bilinear_interpolation_and_learns():
+    torch.manual_seed(0)
+    layer = upsampler(2, 2)
+    x = torch.randn(1, 2, 5, 6)
+    reference = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    # The transposed conv's output is one pixel larger on each side; inside, it is bilinear interpolation.
+    torch.testing.assert_close(layer(x)[:, :, 2:-2, 2:-2], reference[:, :, 1:-1, 1:-1])
+    assert layer.weight.requires_grad
+
+
+def test_skip_scores_start_at_zero_and_everything_trains():
+    net = FCN(num_classes=3, variant="8s", **TINY)
+    assert not net.score_pool4.weight.any() and not net.score_pool3.weight.any()
+    out = net(torch.randn(2, 3, 40, 48))
+    F.cross_entropy(out, torch.randint(0, 3, (2, 40, 48))).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_bad_variant():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        FCN(variant="4s")
