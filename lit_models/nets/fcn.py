@@ -1,10 +1,13 @@
-"""FCN-32s / 16s / 8s on VGG-16 (Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
-Segmentation"), as in the authors' reference Caffe nets.
+"""FCN-32s / 16s / 8s (Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic Segmentation").
 
-Convolutionalization: VGG's fc6 (Linear 25088 -> 4096) becomes a 7x7 convolution and fc7 a 1x1 convolution
-with the same parameters reshaped (``convolutionalize``), so the classifier slides over inputs of any size.
-conv1_1 is padded by 100 pixels (paper §4.1 / reference nets) so that even small inputs leave a pool5 map of at
-least 7x7; the upsampled scores are then cropped back to the input at the reference nets' fixed offsets.
+VGG-16 backbone, as the paper and its reference Caffe nets: VGG's fc6 (Linear 25088 -> 4096) becomes a 7x7
+convolution and fc7 a 1x1 convolution with the same parameters reshaped (``convolutionalize``), so the classifier
+slides over inputs of any size. conv1_1 is padded by 100 pixels and pooling rounds up, so even a 1x1 input
+leaves a 7x7 pool5 map; score maps are cropped back at the reference nets' fixed offsets.
+
+ResNet backbone (an option the paper predates): layer2, layer3 and layer4 (strides 8, 16, 32) take the places of
+pool3, pool4 and fc7. ResNet's only fully connected layer follows global pooling, so there is nothing to
+convolutionalize: its score layer reads layer4 directly.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lit_models.nets.resnet import ResNet
 from lit_models.nets.vgg import VGG
 
-# Crop offsets of the reference Caffe nets (fcn.berkeleyvision.org): where, in each upsampled map, the pixel
-# aligned with input pixel (0, 0) lies, given conv1_1's padding of 100.
-POOL4_OFFSET = 5
-POOL3_OFFSET = 9
-FINAL_OFFSET = {"32s": 19, "16s": 27, "8s": 31}
+Backbone = Literal["vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
+STRIDES = {"32s": 32, "16s": 16, "8s": 8}
+# VGG: crop offsets of the reference Caffe nets (fcn.berkeleyvision.org) given conv1_1's padding of 100.
+VGG_SKIP_OFFSETS = (5, 9)  # score_pool4, score_pool3
+VGG_FINAL_OFFSETS = {"32s": 19, "16s": 27, "8s": 31}
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
@@ -34,31 +38,97 @@ def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
     return weight
 
 
-def upsampler(channels: int, stride: int) -> nn.ConvTranspose2d:
-    """Learnable "deconvolution" initialised to bilinear interpolation (paper §3.3)."""
-    layer = nn.ConvTranspose2d(channels, channels, 2 * stride, stride=stride, bias=False)
+def upsampler(channels: int, stride: int, same: bool = False) -> nn.ConvTranspose2d:
+    """Learnable "deconvolution" initialised to bilinear interpolation (paper §3.3).
+
+    Default (the reference nets'): kernel 2s, stride s; input pixel i lands centred at output i*s + s - 1/2, so
+    maps are aligned by cropping. ``same=True`` (for "same"-padded backbones, whose stride-s feature i sits at
+    input pixel s*i): kernel 2s-1 with padding s-1, so input pixel i lands exactly on output s*i and an n-pixel
+    map becomes n*s pixels.
+    """
+    kernel = 2 * stride - 1 if same else 2 * stride
+    padding, output_padding = (stride - 1, stride - 1) if same else (0, 0)
+    layer = nn.ConvTranspose2d(
+        channels, channels, kernel, stride=stride, padding=padding, output_padding=output_padding, bias=False
+    )
     with torch.no_grad():
-        layer.weight.copy_(bilinear_kernel(channels, 2 * stride))
+        layer.weight.copy_(bilinear_kernel(channels, kernel))
     return layer
 
 
-def crop_like(x: Tensor, offset: int, reference: Tensor) -> Tensor:
-    height, width = reference.shape[-2:]
+def crop(x: Tensor, offset: int, height: int, width: int) -> Tensor:
     return x[:, :, offset : offset + height, offset : offset + width]
 
 
-class FCN(nn.Module):
-    """FCN on a VGG-16 backbone; ``variant`` fuses pool4 (16s) and pool3 (8s) predictions before upsampling.
+def fuse(upsampled: Tensor, up_offset: int, skip: Tensor, skip_offset: int) -> Tensor:
+    """Sum two score maps over the region both cover, each cropped at the offset that aligns it."""
+    height = min(upsampled.shape[-2] - up_offset, skip.shape[-2] - skip_offset)
+    width = min(upsampled.shape[-1] - up_offset, skip.shape[-1] - skip_offset)
+    return crop(upsampled, up_offset, height, width) + crop(skip, skip_offset, height, width)
 
-    Skip score layers start at zero (paper §4.2), so a 16s/8s net initialised from a coarser one computes the
-    coarser net's output until training moves them. Returns N x num_classes x H x W scores for an N x 3 x H x W
-    input of any H, W.
-    """
+
+def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    # Skip score layers start at zero (paper §4.2): a net refined from a coarser one starts as that net.
+    layer = nn.Conv2d(in_channels, out_channels, 1)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class VGGEncoder(nn.Module):
+    """VGG-16 convolutions (conv1_1 padded by 100, ceil-mode pooling) + fc6/fc7 as convolutions."""
+
+    def __init__(self, width_mult: float, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.features = VGG(depth=16, num_classes=1, width_mult=width_mult, hidden=hidden).features
+        self.features[0].padding = (100, 100)
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        for index in pools:
+            self.features[index].ceil_mode = True  # Caffe's pooling rounds up; the crop offsets assume it
+        self.pool3_end, self.pool4_end = pools[2] + 1, pools[3] + 1
+        convs = [m.out_channels for m in self.features if isinstance(m, nn.Conv2d)]
+        # conv3_3, conv4_3 and conv5_3 feed pool3, pool4 and pool5.
+        self.channels = (convs[6], convs[9], hidden)
+        self.fc6 = nn.Conv2d(convs[12], hidden, 7)  # = Linear(512*7*7, 4096), reshaped
+        self.fc7 = nn.Conv2d(hidden, hidden, 1)  # = Linear(4096, 4096), reshaped
+        self.relu = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(dropout)  # element-wise, as Caffe's dropout in the reference nets
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        pool3 = self.features[: self.pool3_end](x)  # N x 256 x ~(H+200)/8
+        pool4 = self.features[self.pool3_end : self.pool4_end](pool3)  # N x 512 x ~(H+200)/16
+        pool5 = self.features[self.pool4_end :](pool4)  # N x 512 x ~(H+200)/32
+        fc7 = self.drop(self.relu(self.fc7(self.drop(self.relu(self.fc6(pool5))))))  # N x 4096 x ~(H+200)/32-6
+        return pool3, pool4, fc7
+
+
+class ResNetEncoder(nn.Module):
+    """ResNet stem..layer4; its parameter names are those of lit_models.nets.resnet.ResNet without ``fc``."""
+
+    def __init__(self, depth: int, width_mult: float) -> None:
+        super().__init__()
+        self.net = net = ResNet(depth=depth, num_classes=1, width_mult=width_mult)
+        del net.fc, net.avgpool  # global pooling + classifier: nothing to convolutionalize
+        # Output channels of layer2, layer3, layer4: their last block's last BatchNorm.
+        self.channels = tuple(stage[-1].last_bn().num_features for stage in (net.layer2, net.layer3, net.layer4))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        net = self.net
+        x = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))  # N x C x H/4
+        layer2 = net.layer2(x)  # N x C2 x H/8
+        layer3 = net.layer3(layer2)  # N x C3 x H/16
+        return layer2, layer3, net.layer4(layer3)  # ... N x C4 x H/32
+
+
+class FCN(nn.Module):
+    """FCN: scores from the stride-32 features, fused with stride-16 (16s) and stride-8 (8s) skip scores, upsampled
+    by learnable bilinear-initialised transposed convolutions to N x num_classes x H x W for any H x W input."""
 
     def __init__(
         self,
         num_classes: int = 21,
         variant: Literal["32s", "16s", "8s"] = "8s",
+        backbone: Backbone = "vgg16",
         width_mult: float = 1.0,
         hidden: int = 4096,
         dropout: float = 0.5,
@@ -68,73 +138,58 @@ class FCN(nn.Module):
         Args:
             num_classes: Number of classes, background included (21 for PASCAL VOC).
             variant: "32s" (one 32x upsampling), "16s" (+ pool4 skip) or "8s" (+ pool3 skip).
-            width_mult: Multiplies VGG-16's convolution widths (size knob for tests and CPUs).
-            hidden: Channels of fc6/fc7 (4096 in VGG-16).
-            dropout: Dropout after fc6 and fc7, as in the classifier they come from.
+            backbone: "vgg16" (the paper's) or "resnet18/34/50/101".
+            width_mult: Multiplies the backbone's convolution widths (size knob for tests and CPUs).
+            hidden: Channels of fc6/fc7 (4096 in VGG-16; VGG backbone only).
+            dropout: Dropout after fc6 and fc7, as in the classifier they come from (VGG backbone only).
         """
         super().__init__()
-        if variant not in FINAL_OFFSET:
-            raise ValueError(f"FCN variant must be one of {list(FINAL_OFFSET)}, got {variant!r}")
-        self.variant = variant
-        vgg = VGG(depth=16, num_classes=1, width_mult=width_mult, hidden=hidden)
-        self.features = vgg.features
-        first = self.features[0]
-        first.padding = (100, 100)  # see module docstring
-        # Split points: the outputs of pool3 and pool4 feed the skips.
-        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
-        for index in pools:
-            self.features[index].ceil_mode = True  # Caffe's pooling rounds up; the crop offsets assume it
-        self.pool3_end, self.pool4_end = pools[2] + 1, pools[3] + 1
-        channels = [m.out_channels for m in self.features if isinstance(m, nn.Conv2d)]
-        # conv3_3, conv4_3 and conv5_3 feed pool3, pool4 and pool5.
-        pool3_channels, pool4_channels, pool5_channels = channels[6], channels[9], channels[12]
-        self.fc6 = nn.Conv2d(pool5_channels, hidden, 7)  # = Linear(512*7*7, 4096), reshaped
-        self.fc7 = nn.Conv2d(hidden, hidden, 1)  # = Linear(4096, 4096), reshaped
-        self.relu = nn.ReLU(inplace=True)
-        self.drop = nn.Dropout(dropout)  # element-wise, as Caffe's dropout in the reference nets
-        self.score_fr = nn.Conv2d(hidden, num_classes, 1)
-        if variant == "32s":
-            self.upscore = upsampler(num_classes, 32)
+        if variant not in STRIDES:
+            raise ValueError(f"FCN variant must be one of {list(STRIDES)}, got {variant!r}")
+        if backbone == "vgg16":
+            self.encoder: nn.Module = VGGEncoder(width_mult, hidden, dropout)
+            self.skip_offsets, self.up_offset = VGG_SKIP_OFFSETS, 0
+            self.final_offset = VGG_FINAL_OFFSETS[variant]
+        elif backbone.startswith("resnet") and backbone[6:].isdigit() and int(backbone[6:]) in (18, 34, 50, 101):
+            self.encoder = ResNetEncoder(int(backbone[6:]), width_mult)
+            # "Same"-padded stages put stride-s feature i at input pixel s*i; so do "same" upsamplers: no offsets.
+            self.skip_offsets, self.up_offset, self.final_offset = (0, 0), 0, 0
         else:
-            self.upscore2 = upsampler(num_classes, 2)
-            self.score_pool4 = nn.Conv2d(pool4_channels, num_classes, 1)
-            nn.init.zeros_(self.score_pool4.weight)
-            nn.init.zeros_(self.score_pool4.bias)
-        if variant == "16s":
-            self.upscore16 = upsampler(num_classes, 16)
+            raise ValueError(f"FCN backbone must be one of {Backbone.__args__}, got {backbone!r}")
+        self.variant = variant
+        same = backbone != "vgg16"
+        stride8_channels, stride16_channels, top_channels = self.encoder.channels
+        self.score_fr = nn.Conv2d(top_channels, num_classes, 1)
+        self.upscore = upsampler(num_classes, STRIDES[variant], same)  # the final upsampling to input resolution
+        if variant != "32s":
+            self.upscore2 = upsampler(num_classes, 2, same)
+            self.score_pool4 = zero_conv(stride16_channels, num_classes)
         if variant == "8s":
-            self.upscore_pool4 = upsampler(num_classes, 2)
-            self.score_pool3 = nn.Conv2d(pool3_channels, num_classes, 1)
-            nn.init.zeros_(self.score_pool3.weight)
-            nn.init.zeros_(self.score_pool3.bias)
-            self.upscore8 = upsampler(num_classes, 8)
+            self.upscore_pool4 = upsampler(num_classes, 2, same)
+            self.score_pool3 = zero_conv(stride8_channels, num_classes)
 
     def convolutionalize(self, vgg: VGG) -> None:
-        """Copy a VGG-16 classifier's convolutions and fc6/fc7 into this net (their parameters, reshaped)."""
-        conv_self = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        """Copy a VGG-16 classifier's convolutions and fc6/fc7 into the encoder (their parameters, reshaped)."""
+        if not isinstance(self.encoder, VGGEncoder):
+            raise TypeError("convolutionalize needs the vgg16 backbone")
+        encoder = self.encoder
+        conv_self = [m for m in encoder.features if isinstance(m, nn.Conv2d)]
         conv_vgg = [m for m in vgg.features if isinstance(m, nn.Conv2d)]
         with torch.no_grad():
             for ours, theirs in zip(conv_self, conv_vgg, strict=True):
                 ours.weight.copy_(theirs.weight)
                 ours.bias.copy_(theirs.bias)
             fc6, fc7 = vgg.classifier[0], vgg.classifier[3]
-            self.fc6.weight.copy_(fc6.weight.view_as(self.fc6.weight))  # 4096 x 25088 -> 4096 x 512 x 7 x 7
-            self.fc6.bias.copy_(fc6.bias)
-            self.fc7.weight.copy_(fc7.weight.view_as(self.fc7.weight))
-            self.fc7.bias.copy_(fc7.bias)
+            encoder.fc6.weight.copy_(fc6.weight.view_as(encoder.fc6.weight))  # 4096 x 25088 -> 4096 x 512 x 7 x 7
+            encoder.fc6.bias.copy_(fc6.bias)
+            encoder.fc7.weight.copy_(fc7.weight.view_as(encoder.fc7.weight))
+            encoder.fc7.bias.copy_(fc7.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        pool3 = self.features[: self.pool3_end](x)  # N x 256 x ~(H+200)/8
-        pool4 = self.features[self.pool3_end : self.pool4_end](pool3)  # N x 512 x ~(H+200)/16
-        pool5 = self.features[self.pool4_end :](pool4)  # N x 512 x ~(H+200)/32
-        fc7 = self.drop(self.relu(self.fc7(self.drop(self.relu(self.fc6(pool5))))))
-        score = self.score_fr(fc7)  # N x C x ~(H+200)/32 - 6
-        if self.variant == "32s":
-            return crop_like(self.upscore(score), FINAL_OFFSET["32s"], x)
-        score = self.upscore2(score)
-        score = score + crop_like(self.score_pool4(pool4), POOL4_OFFSET, score)
-        if self.variant == "16s":
-            return crop_like(self.upscore16(score), FINAL_OFFSET["16s"], x)
-        score = self.upscore_pool4(score)
-        score = score + crop_like(self.score_pool3(pool3), POOL3_OFFSET, score)
-        return crop_like(self.upscore8(score), FINAL_OFFSET["8s"], x)
+        stride8, stride16, top = self.encoder(x)
+        score = self.score_fr(top)  # N x C x h/32
+        if self.variant != "32s":
+            score = fuse(self.upscore2(score), self.up_offset, self.score_pool4(stride16), self.skip_offsets[0])
+        if self.variant == "8s":
+            score = fuse(self.upscore_pool4(score), self.up_offset, self.score_pool3(stride8), self.skip_offsets[1])
+        return crop(self.upscore(score), self.final_offset, x.shape[-2], x.shape[-1])  # N x C x H x W
