@@ -170,6 +170,8 @@ def test_predict_dir_lists_images_recursively(image_tree, tmp_path):
     dm = make(image_tree, predict_dir=str(tmp_path / "loose"))
     dm.setup("predict")
     assert [Path(p).name for p, _ in dm.datasets["predict"].samples] == ["x.jpg"]
+    with pytest.raises(DataError, match="predict_dir .*missing does not exist"):
+        make(image_tree, predict_dir=str(tmp_path / "missing")).setup("predict")
 
 
 def test_embedded_digits_export_once_through_the_folder_path(isolated_cache):

@@ -15,6 +15,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from lit_models.datamodules.files import (
+    IMAGE_EXTENSIONS,
     DataError,
     list_class_folders,
     list_images,
@@ -185,9 +186,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
             self.datasets["test"] = ImageFileDataset(test, self.transform(train=False), skip)
         predict_dir = self.hparams.predict_dir
         if predict_dir:
-            files = list_images(Path(predict_dir).expanduser())
+            folder = Path(predict_dir).expanduser()
+            if not folder.is_dir():
+                raise DataError(f"predict_dir {folder} does not exist or is not a folder.")
+            files = list_images(folder)
             if not files:
-                raise DataError(f"predict_dir {predict_dir} holds no image files.")
+                raise DataError(f"predict_dir {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
             self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
         else:
             self.datasets["predict"] = self.datasets.get("test", self.datasets["val"])
