@@ -7,13 +7,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_models.class_names import ClassNamesMixin
 from lit_models.nets.alexnet import AlexNet as AlexNetNet
 from lit_models.nets.densenet import DenseNet as DenseNetNet
 from lit_models.nets.googlenet import GoogLeNet as GoogLeNetNet
@@ -21,7 +19,7 @@ from lit_models.nets.googlenet import GoogLeNetOutputs
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 from lit_models.nets.weights import load_weights
-from lit_models.optim import build_optimizers
+from lit_models.task import TaskModule
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Tensor]:
@@ -40,7 +38,7 @@ def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
     return MetricCollection(metrics, prefix=prefix)
 
 
-class ImageClassifier(ClassNamesMixin):
+class ImageClassifier(TaskModule):
     """The classification loop shared by every architecture.
 
     Cross-entropy (optional label smoothing) in training; micro top-1/top-5 accuracy and loss for val/test,
@@ -132,25 +130,6 @@ class ImageClassifier(ClassNamesMixin):
         top_probs, top_indices = probs.topk(min(5, self.num_classes), dim=1)
         paths = batch["path"] if isinstance(batch, Mapping) else [""] * len(images)
         return {"path": paths, "indices": top_indices.cpu(), "probs": top_probs.cpu()}
-
-    def configure_optimizers(self) -> Any:
-        return build_optimizers(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
-
-    def configure_callbacks(self) -> list:
-        """Replace Lightning's default checkpointing by ``best-*.ckpt`` (by the headline metric) + ``last.ckpt``.
-
-        Two callbacks because Lightning 2.6's ``save_last=True`` only copies the newest *top-k* save, so on a
-        monitored callback last.ckpt would lag behind the real last epoch and a resume would repeat epochs.
-        Only the default ``ModelCheckpoint()`` is replaced: one the user configured (a monitor, a folder, a
-        period) stays as it is, and ``enable_checkpointing=False`` adds none.
-        """
-        checkpoints = [cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
-        default = ModelCheckpoint()
-        if len(checkpoints) != 1 or checkpoints[0].dirpath or checkpoints[0].state_key != default.state_key:
-            return []
-        # The monitored one first: Lightning's in-process ckpt_path="best" reads the first callback.
-        best = ModelCheckpoint(monitor=self.monitor, mode="max", filename="best-{epoch}-{step}")
-        return [best, ModelCheckpoint(filename="last", save_top_k=1)]
 
 
 class AlexNet(ImageClassifier):

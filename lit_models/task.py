@@ -1,0 +1,67 @@
+"""What every family's LightningModule shares beside its loop: class names in checkpoints, checkpointing by the
+family's headline metric, and injected optimizer / LR-scheduler factories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lit_models.class_names import ClassNamesMismatchError, describe_difference
+from lit_models.optim import build_optimizers
+
+
+class TaskModule(pl.LightningModule):
+    """Base of the family bases (ImageClassifier, and the segmentation/detection/sequence ones to come).
+
+    A family sets ``monitor`` (its headline validation metric, higher is better) and assigns
+    ``optimizer_factory`` / ``lr_scheduler_factory`` in ``__init__``.
+    """
+
+    monitor = "val/loss"
+    class_names: list[str] | None = None
+    optimizer_factory = None
+    lr_scheduler_factory = None
+
+    def setup(self, stage: str) -> None:
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
+        if names is None:
+            return
+        names = [str(name) for name in names]
+        if self.class_names is not None and self.class_names != names:
+            # Weights loaded before the trainer started (load_from_checkpoint) meet different data.
+            raise ClassNamesMismatchError(describe_difference(self.class_names, names))
+        self.class_names = names
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.class_names is not None:
+            checkpoint["class_names"] = list(self.class_names)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("class_names")
+        if saved is None:
+            return
+        if self.class_names is not None and list(saved) != self.class_names:
+            raise ClassNamesMismatchError(describe_difference(list(saved), self.class_names))
+        self.class_names = list(saved)
+
+    def configure_optimizers(self) -> Any:
+        return build_optimizers(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
+
+    def configure_callbacks(self) -> list:
+        """Replace Lightning's default checkpointing by ``best-*.ckpt`` (by ``monitor``) + ``last.ckpt``.
+
+        Two callbacks because Lightning 2.6's ``save_last=True`` only copies the newest *top-k* save, so on a
+        monitored callback last.ckpt would lag behind the real last epoch and a resume would repeat epochs.
+        Only the default ``ModelCheckpoint()`` is replaced: one the user configured (a monitor, a folder, a
+        period) stays as it is, and ``enable_checkpointing=False`` adds none.
+        """
+        checkpoints = [cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+        default = ModelCheckpoint()
+        if len(checkpoints) != 1 or checkpoints[0].dirpath or checkpoints[0].state_key != default.state_key:
+            return []
+        mode = "min" if self.monitor.endswith("loss") else "max"
+        # The monitored one first: Lightning's in-process ckpt_path="best" reads the first callback.
+        best = ModelCheckpoint(monitor=self.monitor, mode=mode, filename="best-{epoch}-{step}")
+        return [best, ModelCheckpoint(filename="last", save_top_k=1)]
