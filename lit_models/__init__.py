@@ -15,7 +15,10 @@ _EXPORTS = {
     "GoogLeNet": "lit_models.classification",
     "ResNet": "lit_models.classification",
     "DenseNet": "lit_models.classification",
+    "Segmenter": "lit_models.segmentation",
+    "FCN": "lit_models.segmentation",
     "ImageFolderDataModule": "lit_models.datamodules.image_folder",
+    "SegmentationDataModule": "lit_models.datamodules.segmentation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Callbacks the CLI adds: the predictions CSV writer."""
+"""Prediction writers: the CLI adds the one its model's family names (``prediction_writer``) to ``predict``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,43 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 import torch.distributed as dist
+from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
+from torchvision.utils import draw_segmentation_masks
+
+from lit_models.datamodules.files import load_rgb
+from lit_models.datamodules.sources.shapes import voc_palette
 
 
-class PredictionCSVWriter(BasePredictionWriter):
-    """Writes ``predict`` results as CSV: file, then top-k class names with probabilities (rank 0 writes)."""
+class PredictionWriter(BasePredictionWriter):
+    """Where predictions go, and the refusal to overwrite what a user already has there."""
+
+    default_name = "predictions"
+
+    def __init__(self, output: str | None = None, overwrite: bool = False, write_interval: str = "epoch") -> None:
+        super().__init__(write_interval=write_interval)
+        self.output = output
+        self.overwrite = overwrite
+
+    def resolve_path(self, trainer: pl.Trainer) -> Path:
+        return Path(self.output) if self.output else Path(trainer.log_dir or ".") / self.default_name
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self.resolve_path(trainer)
+        if path.exists() and not self.overwrite and (path.is_file() or any(path.iterdir())):
+            raise FileExistsError(
+                f"{path} already exists; pass another --prediction_writer.output or --prediction_writer.overwrite true."
+            )
+
+
+class PredictionCSVWriter(PredictionWriter):
+    """Classification: a CSV of file, then top-k class names with probabilities (rank 0 writes)."""
+
+    default_name = "predictions.csv"
 
     def __init__(self, output: str | None = None, overwrite: bool = False) -> None:
         """Configure the CSV output.
@@ -22,19 +52,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             output: CSV path; default ``predictions.csv`` in the run's log folder.
             overwrite: Replace an existing file instead of stopping with an error.
         """
-        super().__init__(write_interval="epoch")
-        self.output = output
-        self.overwrite = overwrite
-
-    def resolve_path(self, trainer: pl.Trainer) -> Path:
-        return Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        path = self.resolve_path(trainer)
-        if path.exists() and not self.overwrite:
-            raise FileExistsError(
-                f"{path} already exists; pass another --prediction_writer.output or --prediction_writer.overwrite true."
-            )
+        super().__init__(output, overwrite, write_interval="epoch")
 
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
@@ -64,3 +82,64 @@ class PredictionCSVWriter(BasePredictionWriter):
             writer.writerow(["path"] + [f"{col}_{k}" for k in range(1, top_k + 1) for col in ("class", "prob")])
             writer.writerows(rows)
         print(f"wrote {len(rows)} predictions to {path}")
+
+
+class SegmentationWriter(PredictionWriter):
+    """Segmentation: per image, the class-index mask as a palette PNG and a colour overlay on the image.
+
+    ``<output>/masks/<name>.png`` holds class indices with the PASCAL VOC colour map (VOC's own format, so the
+    files read back as labels); ``<output>/overlays/<name>.png`` draws every non-background class over the
+    image in the same colours. Each rank writes its own images as they come, so nothing is held in memory.
+    """
+
+    def __init__(self, output: str | None = None, overwrite: bool = False) -> None:
+        """Configure the output folder.
+
+        Args:
+            output: Folder; default ``predictions/`` in the run's log folder.
+            overwrite: Write into a non-empty folder, replacing files of the same names.
+        """
+        super().__init__(output, overwrite, write_interval="batch")
+        self.palette = voc_palette()
+        self.colours = [tuple(self.palette[3 * i : 3 * i + 3]) for i in range(256)]
+        self.count = 0
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_predict_start(trainer, pl_module)
+        self.count = 0
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        folder = self.resolve_path(trainer)
+        for mask, path, name in zip(prediction["mask"], prediction["path"], prediction["name"], strict=True):
+            mask_file = folder / "masks" / f"{name}.png"
+            overlay_file = folder / "overlays" / f"{name}.png"
+            mask_file.parent.mkdir(parents=True, exist_ok=True)
+            overlay_file.parent.mkdir(parents=True, exist_ok=True)
+            indices = Image.fromarray(mask.numpy(), mode="P")
+            indices.putpalette(self.palette)
+            indices.save(mask_file)
+            if path:
+                self.overlay(path, mask).save(overlay_file)
+            self.count += 1
+
+    def overlay(self, image_path: str, mask: torch.Tensor) -> Image.Image:
+        image = torch.from_numpy(np.array(load_rgb(image_path))).permute(2, 0, 1)  # 3 x H x W uint8
+        present = [int(c) for c in mask.unique() if c != 0]
+        if not present:
+            return Image.fromarray(image.permute(1, 2, 0).numpy())
+        layers = torch.stack([mask == c for c in present])
+        drawn = draw_segmentation_masks(image, layers, alpha=0.5, colors=[self.colours[c] for c in present])
+        return Image.fromarray(drawn.permute(1, 2, 0).numpy())
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            print(f"wrote masks and overlays of {self.count} image(s) (this rank) to {self.resolve_path(trainer)}")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_models.callbacks import PredictionCSVWriter
 from lit_models.nets.alexnet import AlexNet as AlexNetNet
 from lit_models.nets.densenet import DenseNet as DenseNetNet
 from lit_models.nets.googlenet import GoogLeNet as GoogLeNetNet
@@ -48,6 +49,7 @@ class ImageClassifier(TaskModule):
     """
 
     monitor = "val/acc_top1"
+    prediction_writer = PredictionCSVWriter
 
     def __init__(
         self,

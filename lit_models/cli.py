@@ -13,7 +13,8 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 # Imported so every family's modules and DataModules are known to --model/--data short names.
 import lit_models.classification  # noqa: F401
 import lit_models.datamodules.image_folder  # noqa: F401
-from lit_models.callbacks import PredictionCSVWriter
+import lit_models.datamodules.segmentation  # noqa: F401
+import lit_models.segmentation  # noqa: F401
 
 
 def checkpoint_folders(trainer: Trainer) -> list[Path]:
@@ -77,7 +78,20 @@ class LitModelsCLI(LightningCLI):
         # In subclass mode the target must be spelled model.init_args.*; every family calls its output size
         # num_classes, so this one link serves all of them.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
+        # Each family writes predictions its own way (a CSV of classes, mask images, ...): the writer class comes
+        # from the model (its ``prediction_writer``), these two arguments from the command line.
+        parser.add_argument(
+            "--prediction_writer.output",
+            type=str | None,
+            default=None,
+            help="predict: where to write (a CSV file or a folder, by family); default: in the run's log folder",
+        )
+        parser.add_argument(
+            "--prediction_writer.overwrite",
+            type=bool,
+            default=False,
+            help="predict: replace existing prediction files instead of stopping",
+        )
 
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]
@@ -107,6 +121,10 @@ class LitModelsCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._resolve_ckpt_path()
+        writer = getattr(self.model, "prediction_writer", None)
+        if writer is not None:
+            options = self.config_init[self.subcommand]["prediction_writer"]
+            self.trainer.callbacks.append(writer(output=options["output"], overwrite=options["overwrite"]))
 
 
 def main() -> None:

@@ -15,11 +15,13 @@ from lit_models.optim import build_optimizers
 class TaskModule(pl.LightningModule):
     """Base of the family bases (ImageClassifier, and the segmentation/detection/sequence ones to come).
 
-    A family sets ``monitor`` (its headline validation metric, higher is better) and assigns
-    ``optimizer_factory`` / ``lr_scheduler_factory`` in ``__init__``.
+    A family sets ``monitor`` (its headline validation metric) and ``prediction_writer`` (the callback class,
+    taking ``output`` and ``overwrite``, that the CLI adds to ``predict``), and assigns ``optimizer_factory`` /
+    ``lr_scheduler_factory`` in ``__init__``.
     """
 
     monitor = "val/loss"
+    prediction_writer: type | None = None
     class_names: list[str] | None = None
     optimizer_factory = None
     lr_scheduler_factory = None

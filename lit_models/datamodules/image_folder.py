@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
 
+from lit_models.datamodules.base import FileDataModule, FileDataset, collate_metadata, default_cache_dir
 from lit_models.datamodules.files import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -25,60 +21,29 @@ from lit_models.datamodules.files import (
 from lit_models.datamodules.sources import mnist5k
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Preset, classification_transform
 
-log = logging.getLogger(__name__)
 
-
-def default_cache_dir() -> Path:
-    """Where embedded data is exported: $LIT_MODELS_CACHE, else ~/.cache/lit_models."""
-    return Path(os.environ.get("LIT_MODELS_CACHE") or Path.home() / ".cache" / "lit_models")
-
-
-class ImageFileDataset(Dataset):
-    """(path, label) pairs decoded on access into {"image", "label", "path", "error", "skipped"} samples.
-
-    A file that fails to decode never raises inside a DataLoader worker (where the message would be buried in
-    a worker traceback): the sample carries the error, and ``ImageFolderDataModule.on_before_batch_transfer``
-    raises it in the main process. With ``skip_corrupt`` the next readable file takes its place, so the
-    dataset length, and with it every DDP rank's number of batches, stays the same.
-    """
+class ImageFileDataset(FileDataset):
+    """(path, label) pairs decoded on access into {"image", "label"} samples (errors carried, see FileDataset)."""
 
     def __init__(self, samples: list[tuple[str, int]], transform: Callable, skip_corrupt: bool = False) -> None:
-        self.samples = samples
+        super().__init__(samples, skip_corrupt)
         self.transform = transform
-        self.skip_corrupt = skip_corrupt
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        first_path = self.samples[index][0]
-        attempts = len(self.samples) if self.skip_corrupt else 1
-        for offset in range(attempts):
-            path, label = self.samples[(index + offset) % len(self.samples)]
-            try:
-                image = load_rgb(path)
-            except DataError as error:
-                message = str(error)
-                continue
-            skipped = first_path if offset else ""
-            return {"image": self.transform(image), "label": label, "path": path, "error": "", "skipped": skipped}
-        return {"image": torch.zeros(0), "label": label, "path": first_path, "error": message, "skipped": ""}
+    def load(self, sample: tuple[str, int]) -> dict[str, Any]:
+        path, label = sample
+        return {"image": self.transform(load_rgb(path)), "label": label}
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack images and labels; a batch holding an undecodable file keeps only the messages."""
-    errors = [s["error"] for s in samples if s["error"]]
-    batch = {
-        "label": torch.tensor([s["label"] for s in samples]),
-        "path": [s["path"] for s in samples],
-        "errors": errors,
-        "skipped": [s["skipped"] for s in samples if s["skipped"]],
-    }
-    batch["image"] = torch.empty(0) if errors else torch.stack([s["image"] for s in samples])
+    batch = collate_metadata(samples)
+    if not batch["errors"]:
+        batch["image"] = torch.stack([s["image"] for s in samples])
+        batch["label"] = torch.tensor([s["label"] for s in samples])
     return batch
 
 
-class ImageFolderDataModule(pl.LightningDataModule):
+class ImageFolderDataModule(FileDataModule):
     """Image classification from an ImageNet-style folder tree, or the embedded MNIST digits.
 
     ``num_classes`` and ``class_names`` come from the names of ``root/train``'s sub-folders (sorted), read in
@@ -144,8 +109,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 raise DataError(f"data root {self.root} does not exist or is not a folder.")
             self.class_names = list_class_folders(self.root / "train")
         self.num_classes = len(self.class_names)
-        self.datasets: dict[str, ImageFileDataset] = {}
-        self._reported_skips: set[str] = set()
+        self.collate_fn = collate_samples
 
     def prepare_data(self) -> None:
         if self.embedded:
@@ -214,52 +178,3 @@ class ImageFolderDataModule(pl.LightningDataModule):
         train = [s for i, s in enumerate(samples) if i not in held_out_set]
         val = [samples[i] for i in sorted(held_out_set)]
         return train, val
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        if split not in self.datasets:
-            raise DataError(f"{self.root / split} does not exist: this data has no {split} split.")
-        dataset = self.datasets[split]
-        sampler = None
-        if not train and self.trainer is not None and self.trainer.world_size > 1:
-            # DistributedSampler would pad the last rank with repeated samples, counting them twice in the
-            # metrics; this one gives ranks disjoint shards whose union is the split, exactly once.
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
-        workers = self.hparams.num_workers
-        batch_size = self.hparams.batch_size if train else (self.hparams.eval_batch_size or self.hparams.batch_size)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            sampler=sampler,
-            num_workers=workers,
-            collate_fn=collate_samples,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=workers > 0,
-            # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is
-            # dropped (a different few images each epoch) unless the split is smaller than one batch.
-            drop_last=train and len(dataset) > batch_size,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", train=False)
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Main process: raise decode errors with their message, log skipped files once each."""
-        if batch["errors"]:
-            raise DataError(batch["errors"][0])
-        for path in batch["skipped"]:
-            if path not in self._reported_skips:
-                self._reported_skips.add(path)
-                log.warning("skipped undecodable image %s (data.skip_corrupt=true)", path)
-        return batch

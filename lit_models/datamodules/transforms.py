@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -75,3 +76,33 @@ def classification_transform(
     return v2.Compose(
         [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *photometric, v2.Normalize(mean, std)]
     )
+
+
+def segmentation_transform(
+    train: bool,
+    crop_size: int | None,
+    base_size: int | None,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    hflip: bool = True,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> v2.Compose:
+    """Joint transform of (tv_tensors.Image uint8, tv_tensors.Mask) -> (normalised float image, mask).
+
+    Geometry applies to both with the same random parameters; masks are always resized with nearest neighbour
+    (torchvision's Mask kernels), so no pixel gets a class that is a blend of two. Training: rescale so the
+    longer side is base_size x s (s uniform in scale_range; torchvision's ScaleJitter), a random crop_size crop
+    (padded with the mean colour and void where the image is smaller), horizontal flip. Evaluation: the whole
+    image, unchanged. Called with an image only (prediction), it transforms the image alone.
+    """
+    geometry: list[v2.Transform] = []
+    if train and base_size:
+        geometry.append(v2.ScaleJitter((base_size, base_size), scale_range, antialias=True))
+    if train and crop_size:
+        mean_pixel = tuple(round(255 * m) for m in mean)
+        fill = {tv_tensors.Image: mean_pixel, tv_tensors.Mask: 255}
+        geometry.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
+    if train and hflip:
+        geometry.append(v2.RandomHorizontalFlip())
+    to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
+    return v2.Compose([*geometry, to_float, v2.Normalize(mean, std)])

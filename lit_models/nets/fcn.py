@@ -78,9 +78,10 @@ def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 class VGGEncoder(nn.Module):
     """VGG-16 convolutions (conv1_1 padded by 100, ceil-mode pooling) + fc6/fc7 as convolutions."""
 
-    def __init__(self, width_mult: float, hidden: int, dropout: float) -> None:
+    def __init__(self, width_mult: float, hidden: int, dropout: float, batch_norm: bool = False) -> None:
         super().__init__()
-        self.features = VGG(depth=16, num_classes=1, width_mult=width_mult, hidden=hidden).features
+        vgg = VGG(depth=16, num_classes=1, batch_norm=batch_norm, width_mult=width_mult, hidden=hidden)
+        self.features = vgg.features
         self.features[0].padding = (100, 100)
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
         for index in pools:
@@ -132,6 +133,7 @@ class FCN(nn.Module):
         width_mult: float = 1.0,
         hidden: int = 4096,
         dropout: float = 0.5,
+        batch_norm: bool = False,
     ) -> None:
         """Build the network.
 
@@ -142,12 +144,14 @@ class FCN(nn.Module):
             width_mult: Multiplies the backbone's convolution widths (size knob for tests and CPUs).
             hidden: Channels of fc6/fc7 (4096 in VGG-16; VGG backbone only).
             dropout: Dropout after fc6 and fc7, as in the classifier they come from (VGG backbone only).
+            batch_norm: VGG-16 with batch norm after every convolution (torchvision's vgg16_bn; not in the paper,
+                whose VGG-16 came pretrained on ImageNet): lets the VGG backbone train from scratch.
         """
         super().__init__()
         if variant not in STRIDES:
             raise ValueError(f"FCN variant must be one of {list(STRIDES)}, got {variant!r}")
         if backbone == "vgg16":
-            self.encoder: nn.Module = VGGEncoder(width_mult, hidden, dropout)
+            self.encoder: nn.Module = VGGEncoder(width_mult, hidden, dropout, batch_norm)
             self.skip_offsets, self.up_offset = VGG_SKIP_OFFSETS, 0
             self.final_offset = VGG_FINAL_OFFSETS[variant]
         elif backbone.startswith("resnet") and backbone[6:].isdigit() and int(backbone[6:]) in (18, 34, 50, 101):
@@ -173,12 +177,9 @@ class FCN(nn.Module):
         if not isinstance(self.encoder, VGGEncoder):
             raise TypeError("convolutionalize needs the vgg16 backbone")
         encoder = self.encoder
-        conv_self = [m for m in encoder.features if isinstance(m, nn.Conv2d)]
-        conv_vgg = [m for m in vgg.features if isinstance(m, nn.Conv2d)]
         with torch.no_grad():
-            for ours, theirs in zip(conv_self, conv_vgg, strict=True):
-                ours.weight.copy_(theirs.weight)
-                ours.bias.copy_(theirs.bias)
+            # Same layer sequence (padding and ceil mode are not parameters), batch norm included when present.
+            encoder.features.load_state_dict(vgg.features.state_dict())
             fc6, fc7 = vgg.classifier[0], vgg.classifier[3]
             encoder.fc6.weight.copy_(fc6.weight.view_as(encoder.fc6.weight))  # 4096 x 25088 -> 4096 x 512 x 7 x 7
             encoder.fc6.bias.copy_(fc6.bias)

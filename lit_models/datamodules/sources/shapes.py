@@ -8,11 +8,12 @@ embedded default goes through the same on-disk code path as PASCAL VOC itself::
     root/JPEGImages/000001.jpg
     root/SegmentationClass/000001.png          palette PNG, class indices, VOC colour map
     root/Annotations/000001.xml                VOC XML, 1-based inclusive boxes
-    root/ImageSets/Segmentation/{train,val}.txt
-    root/ImageSets/Main/{train,val}.txt
-    root/annotations_{train,val}.json          COCO, 0-based [x, y, w, h] boxes
+    root/ImageSets/Segmentation/{train,val[,test]}.txt
+    root/ImageSets/Main/{train,val[,test]}.txt
+    root/annotations_{train,val[,test]}.json   COCO, 0-based [x, y, w, h] boxes
+    root/class_names.txt                       one name per line, index 0 (background) first
 
-Run ``python -m lit_models.datamodules.sources.shapes OUT --train 200 --val 50`` to write one anywhere.
+Run ``python -m lit_models.datamodules.sources.shapes OUT --train 1000 --val 100 --test 100`` to write one anywhere.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ MIN_EXTENT, MAX_EXTENT = 12, 60  # diameter of the circle each shape is inscribe
 MIN_VISIBLE_AREA = 20  # pixels; an object occluded below this is erased rather than labelled
 MIN_SIZE = 32
 JPEG_QUALITY = 95
+# The embedded default that SegmentationDataModule (and detection) generate: enough scenes that a CPU-sized FCN
+# generalises rather than memorises, few enough to generate in seconds.
+DEFAULT_TRAIN, DEFAULT_VAL, DEFAULT_TEST = 1000, 100, 100
 
 
 def voc_palette() -> list[int]:
@@ -163,11 +167,16 @@ def _voc_xml(image_id: str, size: int, objects: list[dict]) -> bytes:
 
 
 def export_shapes(
-    root: str | os.PathLike, num_train: int = 200, num_val: int = 50, size: int = 128, seed: int = 0
+    root: str | os.PathLike,
+    num_train: int = DEFAULT_TRAIN,
+    num_val: int = DEFAULT_VAL,
+    num_test: int = 0,
+    size: int = 128,
+    seed: int = 0,
 ) -> Path:
     """Write a VOC-layout shapes dataset under ``root`` once; later calls return at once.
 
-    Image ``k`` (ids "000001", ... with train first, then val) is drawn from its own generator seeded with
+    Image ``k`` (ids "000001", ... with train first, then val, then test) is drawn from its own generator seeded with
     ``(seed, k)``, so the output is byte-identical for the same arguments and an image does not change when
     another split grows. The tree is built in a temporary sibling folder and renamed into place, so an
     interrupted export never leaves a half-written tree that later runs would trust.
@@ -176,14 +185,15 @@ def export_shapes(
         root: Folder to create; must be absent, empty, or a finished export.
         num_train: Images in the train split.
         num_val: Images in the val split.
+        num_test: Images in the test split (none by default: no test.txt, as in a VOC trainval release).
         size: Width and height of every image in pixels (at least 32).
         seed: Seed of the whole dataset.
 
     Returns:
         ``root``.
     """
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"split sizes must be >= 0, got num_train={num_train}, num_val={num_val}")
+    if min(num_train, num_val, num_test) < 0:
+        raise ValueError(f"split sizes must be >= 0, got {num_train} train, {num_val} val, {num_test} test")
     if size < MIN_SIZE:
         raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
     palette = voc_palette()
@@ -192,8 +202,10 @@ def export_shapes(
     def write(staging: Path) -> str:
         for folder in ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets/Segmentation", "ImageSets/Main"):
             (staging / folder).mkdir(parents=True)
+        (staging / "class_names.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES))
         number = annotation_id = 0
-        for split, count in (("train", num_train), ("val", num_val)):
+        splits = [("train", num_train), ("val", num_val)] + ([("test", num_test)] if num_test else [])
+        for split, count in splits:
             ids, images, annotations = [], [], []
             for _ in range(count):
                 number += 1
@@ -226,7 +238,7 @@ def export_shapes(
             (staging / "ImageSets" / "Main" / f"{split}.txt").write_text(listing)
             coco = {"images": images, "annotations": annotations, "categories": categories}
             (staging / f"annotations_{split}.json").write_text(json.dumps(coco, indent=1) + "\n")
-        return f"{num_train} train, {num_val} val, size {size}, seed {seed}"
+        return f"{num_train} train, {num_val} val, {num_test} test, size {size}, seed {seed}"
 
     return export_once(root, "shapes", write)
 
@@ -235,12 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: write a shapes dataset to the given folder."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to create (absent, empty, or a finished export)")
-    parser.add_argument("--train", type=int, default=200, help="images in the train split")
-    parser.add_argument("--val", type=int, default=50, help="images in the val split")
+    parser.add_argument("--train", type=int, default=DEFAULT_TRAIN, help="images in the train split")
+    parser.add_argument("--val", type=int, default=DEFAULT_VAL, help="images in the val split")
+    parser.add_argument("--test", type=int, default=DEFAULT_TEST, help="images in the test split (0: none)")
     parser.add_argument("--size", type=int, default=128, help="image width and height in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole dataset")
     args = parser.parse_args(argv)
-    root = export_shapes(args.out, num_train=args.train, num_val=args.val, size=args.size, seed=args.seed)
+    root = export_shapes(args.out, num_train=args.train, num_val=args.val, num_test=args.test, size=args.size, seed=args.seed)
     print(f"shapes dataset in {root} ({(root / COMPLETE_MARKER).read_text().strip()})")
 
 

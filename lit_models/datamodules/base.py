@@ -1,0 +1,140 @@
+"""What every file-backed DataModule shares: decode errors carried to the main process, DDP-exact evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from lit_models.datamodules.files import DataError
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where embedded data is exported: $LIT_MODELS_CACHE, else ~/.cache/lit_models."""
+    return Path(os.environ.get("LIT_MODELS_CACHE") or Path.home() / ".cache" / "lit_models")
+
+
+class FileDataset(Dataset):
+    """Samples decoded on access by ``load(sample)`` into dicts that also carry ``path``, ``error``, ``skipped``.
+
+    A file that fails to decode never raises inside a DataLoader worker (where the message would be buried in
+    a worker traceback): ``load`` raises ``DataError``, the sample carries the message, and
+    ``FileDataModule.on_before_batch_transfer`` raises it in the main process. With ``skip_corrupt`` the next
+    readable sample takes its place, so the dataset length, and with it every DDP rank's number of batches,
+    stays the same.
+    """
+
+    def __init__(self, samples: list, skip_corrupt: bool = False) -> None:
+        self.samples = samples
+        self.skip_corrupt = skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def path(self, sample: Any) -> str:
+        """The file a sample is named by in messages and predictions."""
+        return str(sample[0])
+
+    def load(self, sample: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        attempts = len(self.samples) if self.skip_corrupt else 1
+        failures: list[str] = []  # the messages of unreadable samples passed over, each naming its file
+        for offset in range(attempts):
+            sample = self.samples[(index + offset) % len(self.samples)]
+            try:
+                item = self.load(sample)
+            except DataError as error:
+                failures.append(str(error))
+                continue
+            return {**item, "path": self.path(sample), "error": "", "skipped": failures}
+        return {"path": self.path(self.samples[index]), "error": failures[0], "skipped": []}
+
+
+def collate_metadata(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The batch keys every file DataModule produces: paths, decode errors and skipped files."""
+    return {
+        "path": [s["path"] for s in samples],
+        "errors": [s["error"] for s in samples if s["error"]],
+        "skipped": [message for s in samples for message in s["skipped"]],
+    }
+
+
+class FileDataModule(pl.LightningDataModule):
+    """Loaders over ``self.datasets[split]`` and the main-process error check; subclasses fill the datasets.
+
+    Subclasses save the hyperparameters ``batch_size``, ``eval_batch_size`` and ``num_workers``, set
+    ``self.root`` (named in the error for a missing split) and ``self.collate_fn``, and fill ``self.datasets``
+    ("train", "val", optionally "test", and "predict") in ``setup``.
+    """
+
+    root: Path
+    collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datasets: dict[str, Dataset] = {}
+        self._reported_skips: set[str] = set()
+
+    def split_location(self, split: str) -> Path:
+        """Where a split would be on disk (named when it is missing)."""
+        return self.root / split
+
+    def loader(self, split: str, train: bool) -> DataLoader:
+        hp = self.hparams
+        batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
+        if split not in self.datasets:
+            raise DataError(f"this data has no {split} split: {self.split_location(split)} does not exist.")
+        dataset = self.datasets[split]
+        sampler = None
+        if not train and self.trainer is not None and self.trainer.world_size > 1:
+            # DistributedSampler would pad the last rank with repeated samples, counting them twice in the
+            # metrics; this one gives ranks disjoint shards whose union is the split, exactly once.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=hp.num_workers > 0,
+            # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is
+            # dropped (a different few images each epoch) unless the split is smaller than one batch.
+            drop_last=train and len(dataset) > batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("predict", train=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Main process: raise decode errors with their message, log skipped files once each."""
+        if batch["errors"]:
+            raise DataError(batch["errors"][0])
+        for message in batch["skipped"]:
+            if message not in self._reported_skips:
+                self._reported_skips.add(message)
+                log.warning("skipped (data.skip_corrupt=true): %s", message)
+        return batch

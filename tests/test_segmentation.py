@@ -1,0 +1,149 @@
+"""The Segmenter loop, FCN's backbone weights, the mask writer, and FCN through the real CLI."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REPO, run_cli
+from PIL import Image
+
+from lit_models import FCN, VGG
+from lit_models.callbacks import SegmentationWriter
+from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes, voc_palette
+from lit_models.nets.resnet import ResNet as ResNetNet
+from lit_models.nets.vgg import VGG as VGGNet
+
+TINY = {"width_mult": 0.125, "hidden": 16, "batch_norm": True}
+SHAPES_CONFIGS = {variant: REPO / "configs" / "segmentation" / f"fcn{variant}_shapes.yaml" for variant in ("32s", "16s", "8s")}
+
+
+@pytest.fixture(scope="module")
+def voc_tree(tmp_path_factory) -> Path:
+    """A VOC-layout folder of 40-pixel scenes: 6 train, 3 val, 2 test."""
+    return export_shapes(tmp_path_factory.mktemp("seg") / "VOC", num_train=6, num_val=3, num_test=2, size=40)
+
+
+def test_loss_ignores_void_and_sum_reduction_is_per_image():
+    torch.manual_seed(0)
+    model = FCN(num_classes=3, variant="32s", **TINY)
+    scores = torch.randn(2, 3, 5, 6, requires_grad=True)
+    masks = torch.randint(0, 3, (2, 5, 6))
+    masks[0, :2] = 255
+    loss = model.loss(scores, masks)
+    labelled = masks != 255
+    torch.testing.assert_close(loss, F.cross_entropy(scores.permute(0, 2, 3, 1)[labelled], masks[labelled]))
+    loss.backward()
+    assert not scores.grad[0, :, :2].any()  # void pixels get no gradient
+    model.hparams.loss_reduction = "sum"
+    torch.testing.assert_close(model.loss(scores, masks), loss * labelled.sum() / 2)
+    all_void = torch.full((2, 5, 6), 255)
+    assert model.loss(scores, all_void) == 0 and model.loss(scores, all_void).requires_grad
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a bare step, no Trainer attached
+def test_metrics_are_dataset_level_and_skip_void():
+    model = FCN(num_classes=3, variant="32s", **TINY)
+    metrics = model.val_metrics
+    # Batch 1: class 1 predicted right on 3 pixels; batch 2: class 2 half right. Void pixels are never counted.
+    metrics.update(torch.tensor([[1, 1, 1, 0]]), torch.tensor([[1, 1, 1, 255]]))
+    metrics.update(torch.tensor([[2, 0, 0, 0]]), torch.tensor([[2, 2, 0, 255]]))
+    values = metrics.compute()
+    # Confusion over both batches: class 0 IoU 1/2, class 1 IoU 3/3, class 2 IoU 1/2 -> mean 2/3.
+    assert values["val/miou"].item() == pytest.approx(2 / 3)
+    assert values["val/pixel_acc"].item() == pytest.approx(5 / 6)
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet18"])
+def test_backbone_weights_from_a_classifier(backbone, tmp_path):
+    torch.manual_seed(0)
+    if backbone == "vgg16":
+        classifier = VGGNet(depth=16, num_classes=1000, batch_norm=True, width_mult=0.125, hidden=16)
+    else:
+        classifier = ResNetNet(depth=18, num_classes=1000, width_mult=0.125)
+    path = tmp_path / "classifier.pth"
+    torch.save(classifier.state_dict(), path)  # torchvision's format: same keys
+    model = FCN(num_classes=4, backbone=backbone, backbone_weights=str(path), **TINY)
+    if backbone == "vgg16":
+        torch.testing.assert_close(model.net.encoder.features[0].weight, classifier.features[0].weight)
+        torch.testing.assert_close(model.net.encoder.features[1].running_var, classifier.features[1].running_var)
+        torch.testing.assert_close(model.net.encoder.fc6.weight.flatten(1), classifier.classifier[0].weight)
+    else:
+        torch.testing.assert_close(model.net.encoder.net.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
+    assert not model.net.score_fr.weight.isnan().any()
+
+
+def test_backbone_weights_from_a_lit_models_checkpoint(tmp_path):
+    vgg = VGG(num_classes=10, depth=16, batch_norm=True, width_mult=0.125, hidden=16)
+    path = tmp_path / "vgg.ckpt"
+    torch.save({"state_dict": vgg.state_dict()}, path)
+    model = FCN(num_classes=4, backbone_weights=str(path), **TINY)
+    torch.testing.assert_close(model.net.encoder.fc7.weight.flatten(1), vgg.net.classifier[3].weight)
+    with pytest.raises(ValueError, match="does not fit this network"):
+        FCN(num_classes=4, backbone_weights=str(path), width_mult=0.25, hidden=16, batch_norm=True)
+
+
+def test_predict_step_crops_padding_away():
+    model = FCN(num_classes=3, variant="16s", **TINY).eval()
+    batch = {"image": torch.randn(2, 3, 30, 40), "size": [(30, 40), (21, 17)], "name": ["a", "b"], "path": ["", ""]}
+    out = model.predict_step(batch, 0)
+    assert [tuple(m.shape) for m in out["mask"]] == [(30, 40), (21, 17)] and out["mask"][0].dtype == torch.uint8
+    assert out["name"] == ["a", "b"]
+
+
+def test_writer_saves_palette_masks_and_overlays(tmp_path):
+    image_path = tmp_path / "in.png"
+    Image.fromarray(np.full((6, 8, 3), 200, np.uint8)).save(image_path)
+    mask = torch.zeros(6, 8, dtype=torch.uint8)
+    mask[2:4, 3:6] = 2
+    writer = SegmentationWriter(output=str(tmp_path / "out"))
+    prediction = {"mask": [mask], "path": [str(image_path)], "name": ["sub/in"]}
+    writer.write_on_batch_end(None, None, prediction, None, None, 0, 0)
+    written = Image.open(tmp_path / "out" / "masks" / "sub" / "in.png")
+    assert written.mode == "P" and written.getpalette()[:9] == voc_palette()[:9]
+    assert (np.array(written) == mask.numpy()).all()  # reads back as class indices
+    overlay = np.array(Image.open(tmp_path / "out" / "overlays" / "sub" / "in.png"))
+    assert (overlay[0, 0] == 200).all()  # background untouched
+    red_green = voc_palette()[6:9]  # class 2's colour, blended half over the image
+    assert overlay[2, 3].tolist() == [round(0.5 * 200 + 0.5 * c) for c in red_green]
+
+
+def tiny_fcn(config: Path, root: Path) -> list[str]:
+    return [
+        "--config", str(config),
+        "--data.init_args.root", str(root),
+        "--data.init_args.crop_size", "32",
+        "--data.init_args.base_size", "40",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.batch_size", "3",
+        "--model.init_args.width_mult", "0.125",
+        "--model.init_args.hidden", "16",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+
+
+def test_fcn_fit_test_predict_in_new_processes(voc_tree, tmp_path):
+    args = tiny_fcn(SHAPES_CONFIGS["8s"], voc_tree)
+    run_cli("fit", *args, "--trainer.max_epochs", "2", cwd=tmp_path)
+    runs = tmp_path / "runs" / "fcn8s_shapes"
+    checkpoint = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["class_names"] == CLASS_NAMES and checkpoint["epoch"] == 1
+
+    run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)
+    metrics = (runs / "version_1" / "metrics.csv").read_text()
+    for key in ("test/miou", "test/pixel_acc", "test/loss", "test/iou/background", "test/iou/triangle"):
+        assert key in metrics
+
+    run_cli("predict", *args, "--ckpt_path", "last", cwd=tmp_path)
+    predictions = runs / "version_2" / "predictions"
+    test_ids = (voc_tree / "ImageSets" / "Segmentation" / "test.txt").read_text().split()
+    assert sorted(p.stem for p in (predictions / "masks").iterdir()) == test_ids
+    for image_id in test_ids:
+        mask = Image.open(predictions / "masks" / f"{image_id}.png")
+        assert mask.size == (40, 40) and np.array(mask).max() < len(CLASS_NAMES)
+        assert Image.open(predictions / "overlays" / f"{image_id}.png").size == (40, 40)
+    # What a user already has is never overwritten.
+    with pytest.raises(AssertionError, match="already exists"):
+        run_cli("predict", *args, "--ckpt_path", "last", "--prediction_writer.output", str(predictions), cwd=tmp_path)
