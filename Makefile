@@ -37,3 +37,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/digits.py
+	$(BIN)/python benchmarks/segmentation.py

@@ -12,9 +12,7 @@ run.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,40 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cli_runs import REPO, describe_checkpoint, fit_and_test, last_metric
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [REPO / "configs" / "quickstart.yaml", *sorted((REPO / "configs" / "classification").glob("*_digits.yaml"))]
 
 
-def last_metric(run_dir: Path, key: str) -> float:
-    with open(run_dir / "metrics.csv") as handle:
-        return float([row[key] for row in csv.DictReader(handle) if row.get(key)][-1])
-
-
 def run(config: Path, save_dir: Path) -> dict:
-    name = config.stem
-    common = ["--config", str(config), "--trainer.logger.init_args.save_dir", str(save_dir),
-              "--trainer.enable_progress_bar", "false"]  # fmt: skip
-    cli = [sys.executable, "-m", "lit_models"]
-    start = time.perf_counter()
-    subprocess.run([*cli, "fit", *common], check=True, capture_output=True)
-    fit_seconds = time.perf_counter() - start
-    subprocess.run([*cli, "test", *common, "--ckpt_path", "best"], check=True, capture_output=True)
-    runs = sorted((save_dir / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    checkpoint = torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)
-    weights = checkpoint["state_dict"].items()
-    params = sum(
-        v.numel() for k, v in weights if k.startswith("net.") and "running_" not in k and v.is_floating_point()
-    )
+    fit_seconds, fit_run, test_run = fit_and_test(config, save_dir)
+    about = describe_checkpoint(fit_run)
     return {
-        "config": name,
-        "model": checkpoint["hyper_parameters"]["_class_path"].rsplit(".", 1)[-1],
-        "params": params,
-        "epochs": checkpoint["epoch"] + 1,  # last.ckpt is rewritten after every epoch
+        "config": config.stem,
+        "model": about["model"],
+        "params": about["params"],
+        "epochs": about["epochs"],
         "fit_s": fit_seconds,
-        "top1": last_metric(runs[-1], "test/acc_top1"),
-        "top5": last_metric(runs[-1], "test/acc_top5"),
+        "top1": last_metric(test_run, "test/acc_top1"),
+        "top5": last_metric(test_run, "test/acc_top5"),
     }
 
 

@@ -28,15 +28,18 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval=write_interval)
         self.output = output
         self.overwrite = overwrite
-
-    def resolve_path(self, trainer: pl.Trainer) -> Path:
-        return Path(self.output) if self.output else Path(trainer.log_dir or ".") / self.default_name
+        self.path = Path(output) if output else None
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        path = self.resolve_path(trainer)
-        if path.exists() and not self.overwrite and (path.is_file() or any(path.iterdir())):
+        # Resolved here, on every rank at once: trainer.log_dir is a collective (a broadcast from rank 0), which
+        # must not run inside per-batch hooks that ranks call different numbers of times.
+        self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / self.default_name
+        taken = self.path.exists() and (self.path.is_file() or any(self.path.iterdir()))
+        trainer.strategy.barrier()  # every rank has looked before any rank writes
+        if taken and not self.overwrite:
             raise FileExistsError(
-                f"{path} already exists; pass another --prediction_writer.output or --prediction_writer.overwrite true."
+                f"{self.path} already exists; pass another --prediction_writer.output or "
+                "--prediction_writer.overwrite true."
             )
 
 
@@ -75,7 +78,7 @@ class PredictionCSVWriter(PredictionWriter):
             return
         rows.sort(key=lambda row: row[0])
         top_k = (len(rows[0]) - 1) // 2 if rows else 0
-        path = self.resolve_path(trainer)
+        path = self.path
         os.makedirs(path.parent, exist_ok=True)
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -118,7 +121,7 @@ class SegmentationWriter(PredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        folder = self.resolve_path(trainer)
+        folder = self.path
         for mask, path, name in zip(prediction["mask"], prediction["path"], prediction["name"], strict=True):
             mask_file = folder / "masks" / f"{name}.png"
             overlay_file = folder / "overlays" / f"{name}.png"
@@ -142,4 +145,4 @@ class SegmentationWriter(PredictionWriter):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            print(f"wrote masks and overlays of {self.count} image(s) (this rank) to {self.resolve_path(trainer)}")
+            print(f"wrote masks and overlays of {self.count} image(s) (this rank) to {self.path}")

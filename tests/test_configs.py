@@ -7,6 +7,7 @@ import torch
 from conftest import REPO, make_image_tree
 
 from lit_models.cli import LitModelsCLI
+from lit_models.datamodules.sources.shapes import export_shapes
 
 TASK_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "trainer")
 TRAINER_CONFIGS = sorted((REPO / "configs" / "trainer").glob("*.yaml"))
@@ -18,8 +19,11 @@ def instantiate(args: list[str]) -> LitModelsCLI:
         return LitModelsCLI(args=args, run=False)
 
 
-def heads(model: torch.nn.Module, width: int) -> list[torch.nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == width]
+def heads(model: torch.nn.Module, width: int) -> list[torch.nn.Module]:
+    """Layers that output class scores: classifiers' Linear layers, segmenters' 1x1 score convolutions."""
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == width]
+    score = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+    return linear + [m for m in score if m.out_channels == width]
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +31,21 @@ def tree(tmp_path_factory) -> Path:
     return make_image_tree(tmp_path_factory.mktemp("cfg") / "t", {"train": 2, "val": 1})
 
 
+@pytest.fixture(scope="module")
+def voc_tree(tmp_path_factory) -> Path:
+    return export_shapes(tmp_path_factory.mktemp("cfg") / "voc", num_train=2, num_val=1, size=32)
+
+
 @pytest.mark.parametrize("config", TASK_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_task_config_instantiates(config, tree, tmp_path, monkeypatch):
+def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = config.read_text()
     assert "seed_everything: " in text and text.lstrip().startswith("#"), "every config: a seed and a citation"
     args = ["--config", str(config)]
     if "root:" in text:  # real-data recipes: point them at a tiny tree of the same layout
-        args += ["--data.init_args.root", str(tree)]
+        args += ["--data.init_args.root", str(voc_tree if "SegmentationDataModule" in text else tree)]
+    if "backbone_weights:" in text:  # a local ImageNet weight file that tests do not have
+        args += ["--model.init_args.backbone_weights", "null"]
     cli = instantiate(args)
     assert isinstance(cli.config["seed_everything"], int)
     num_classes = cli.datamodule.num_classes

@@ -16,7 +16,7 @@ from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 
 TINY = {"width_mult": 0.125, "hidden": 16, "batch_norm": True}
-SHAPES_CONFIGS = {variant: REPO / "configs" / "segmentation" / f"fcn{variant}_shapes.yaml" for variant in ("32s", "16s", "8s")}
+SHAPES = REPO / "configs" / "segmentation"
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +118,16 @@ def tiny_fcn(config: Path, root: Path) -> list[str]:
         "--data.init_args.num_workers", "0",
         "--data.init_args.batch_size", "3",
         "--model.init_args.width_mult", "0.125",
-        "--model.init_args.hidden", "16",
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
     ]  # fmt: skip
 
 
-def test_fcn_fit_test_predict_in_new_processes(voc_tree, tmp_path):
-    args = tiny_fcn(SHAPES_CONFIGS["8s"], voc_tree)
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+def test_fcn_fit_test_predict_in_new_processes(variant, voc_tree, tmp_path):
+    args = tiny_fcn(SHAPES / f"fcn{variant}_shapes.yaml", voc_tree)
     run_cli("fit", *args, "--trainer.max_epochs", "2", cwd=tmp_path)
-    runs = tmp_path / "runs" / "fcn8s_shapes"
+    runs = tmp_path / "runs" / f"fcn{variant}_shapes"
     checkpoint = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["class_names"] == CLASS_NAMES and checkpoint["epoch"] == 1
 
@@ -147,3 +147,42 @@ def test_fcn_fit_test_predict_in_new_processes(voc_tree, tmp_path):
     # What a user already has is never overwritten.
     with pytest.raises(AssertionError, match="already exists"):
         run_cli("predict", *args, "--ckpt_path", "last", "--prediction_writer.output", str(predictions), cwd=tmp_path)
+
+
+def test_voc_recipe_fits_and_tests_at_full_size(voc_tree, tmp_path, monkeypatch):
+    """One real step of the paper recipe (full-width VGG-16 FCN-8s, summed loss, lr 1e-10) on a VOC-layout tree."""
+    from lit_models.cli import LitModelsCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lit-models"])
+    common = ["--config", str(REPO / "configs" / "segmentation" / "fcn8s_voc.yaml"),
+              "--data.init_args.root", str(voc_tree), "--data.init_args.num_workers", "0",
+              "--model.init_args.backbone_weights", "null", "--trainer.fast_dev_run", "1",
+              "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    cli = LitModelsCLI(args=["fit", *common])
+    assert cli.trainer.global_step == 1 and cli.model.num_classes == len(CLASS_NAMES)  # from class_names.txt
+    assert cli.model.net.encoder.fc6.weight.shape == (4096, 512, 7, 7)
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
+    tested = LitModelsCLI(args=["test", *common])
+    assert 0.0 <= float(tested.trainer.callback_metrics["test/miou"]) <= 1.0
+
+
+def test_ddp_on_two_cpu_processes_matches_single_process(voc_tree, tmp_path):
+    args = tiny_fcn(SHAPES / "fcn8s_shapes.yaml", voc_tree)
+    ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
+    single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
+    run_cli("fit", *args, *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
+    run_cli("validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("validate", *args, *single, "--ckpt_path", "last", cwd=tmp_path)
+    runs = tmp_path / "runs" / "fcn8s_shapes"
+
+    def miou(version: int) -> float:
+        rows = (runs / f"version_{version}" / "metrics.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        return float(rows[-1].split(",")[header.index("val/miou")])
+
+    # 3 val scenes over 2 ranks: the confusion matrices are summed across ranks, each scene counted once.
+    assert miou(1) == pytest.approx(miou(2), abs=1e-6)
+    run_cli("predict", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    written = sorted(p.stem for p in (runs / "version_3" / "predictions" / "masks").iterdir())
+    assert written == (voc_tree / "ImageSets" / "Segmentation" / "test.txt").read_text().split()

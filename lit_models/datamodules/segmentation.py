@@ -30,12 +30,12 @@ Sample = tuple[str, str | None, str]
 
 
 def load_mask(path: str, num_classes: int) -> np.ndarray:
-    """H x W uint8 class indices from a palette (mode P) or grayscale (mode L) PNG, checked against the classes."""
+    """H x W uint8 class indices from a palette (P), grayscale (L) or binary (1) PNG, checked against the classes."""
     try:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
-            values = np.array(image) if mode in ("P", "L") else None
+            values = np.array(image, dtype=np.uint8) if mode in ("P", "L", "1") else None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot decode mask {path}: {error}. Replace or delete the file.") from error
     if values is None:

@@ -1,0 +1,54 @@
+"""Run configs through the real `lit-models` command, one process at a time, and read back what they logged."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def last_metric(run_dir: Path, key: str) -> float:
+    with open(run_dir / "metrics.csv") as handle:
+        return float([row[key] for row in csv.DictReader(handle) if row.get(key)][-1])
+
+
+def all_metrics(run_dir: Path, key: str) -> list[float]:
+    with open(run_dir / "metrics.csv") as handle:
+        return [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
+
+
+def fit_and_test(config: Path, save_dir: Path, *extra: str) -> tuple[float, Path, Path]:
+    """`fit`, then `test --ckpt_path best` in a new process; returns (fit wall seconds, fit run, test run).
+
+    One at a time: two trainings sharing 2 cores slow each other several-fold. The wall time is the fit
+    process's, start to end, including start-up and validation after every epoch.
+    """
+    common = ["--config", str(config), "--trainer.logger.init_args.save_dir", str(save_dir),
+              "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
+    cli = [sys.executable, "-m", "lit_models"]
+    start = time.perf_counter()
+    subprocess.run([*cli, "fit", *common], check=True, capture_output=True)
+    fit_seconds = time.perf_counter() - start
+    subprocess.run([*cli, "test", *common, "--ckpt_path", "best"], check=True, capture_output=True)
+    runs = sorted((save_dir / config.stem).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    return fit_seconds, runs[0], runs[-1]
+
+
+def describe_checkpoint(run_dir: Path) -> dict:
+    """Model class, parameter count of the net and epochs trained, from the run's last.ckpt."""
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    weights = checkpoint["state_dict"].items()
+    return {
+        "model": checkpoint["hyper_parameters"]["_class_path"].rsplit(".", 1)[-1],
+        "hparams": checkpoint["hyper_parameters"],
+        "params": sum(
+            v.numel() for k, v in weights if k.startswith("net.") and "running_" not in k and v.is_floating_point()
+        ),
+        "epochs": checkpoint["epoch"] + 1,  # last.ckpt is rewritten after every epoch
+    }
