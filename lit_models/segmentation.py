@@ -129,8 +129,9 @@ class Segmenter(TaskModule):
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         images, _ = split_segmentation_batch(batch)
         predictions = self(images).argmax(dim=1).to(torch.uint8).cpu()  # N x H x W (padded)
-        if not isinstance(batch, Mapping):
-            return {"mask": list(predictions), "path": [""] * len(images), "name": [str(i) for i in range(len(images))]}
+        if not isinstance(batch, Mapping):  # a plain tensor batch: no file names, so number the outputs
+            names = [f"{batch_idx:06d}_{index:03d}" for index in range(len(images))]
+            return {"mask": list(predictions), "path": [""] * len(images), "name": names}
         masks = [mask[:height, :width] for mask, (height, width) in zip(predictions, batch["size"], strict=True)]
         return {"mask": masks, "path": batch["path"], "name": batch["name"]}
 
