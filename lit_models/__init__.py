@@ -19,6 +19,7 @@ _EXPORTS = {
     "FCN": "lit_models.segmentation",
     "ImageFolderDataModule": "lit_models.datamodules.image_folder",
     "SegmentationDataModule": "lit_models.datamodules.segmentation",
+    "DetectionDataModule": "lit_models.datamodules.detection",
 }
 
 __all__ = sorted(_EXPORTS)

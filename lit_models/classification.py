@@ -71,13 +71,7 @@ class ImageClassifier(TaskModule):
             weights: Local weight file (torchvision state dict or lit-models checkpoint) to start from; a head of
                 another size is left freshly initialised.
         """
-        super().__init__()
-        # Factories are not saved: hyperparameters stay primitive so checkpoints load with weights_only=True.
-        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
-        self.net = net
-        self.num_classes = num_classes
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
+        super().__init__(net, num_classes, optimizer, lr_scheduler)
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")

@@ -73,14 +73,9 @@ class Segmenter(TaskModule):
             optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Paper recipes are in configs/.
             lr_scheduler: LR scheduler factory; default none.
         """
-        super().__init__()
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
-        self.net = net
-        self.num_classes = num_classes
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
+        super().__init__(net, num_classes, optimizer, lr_scheduler)
         self.val_metrics = segmentation_metrics(num_classes, "val/")
         self.test_metrics = segmentation_metrics(num_classes, "test/")
         # NaN for a class absent from both masks and predictions: "not measured", rather than an IoU of 0.

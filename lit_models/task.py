@@ -7,6 +7,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 
 from lit_models.class_names import ClassNamesMismatchError, describe_difference
 from lit_models.optim import build_optimizers
@@ -16,15 +18,29 @@ class TaskModule(pl.LightningModule):
     """Base of the family bases (ImageClassifier, and the segmentation/detection/sequence ones to come).
 
     A family sets ``monitor`` (its headline validation metric) and ``prediction_writer`` (the callback class,
-    taking ``output`` and ``overwrite``, that the CLI adds to ``predict``), and assigns ``optimizer_factory`` /
-    ``lr_scheduler_factory`` in ``__init__``.
+    taking ``output`` and ``overwrite``, that the CLI adds to ``predict``), and passes its net, output size and
+    the injected factories to ``__init__``.
     """
 
     monitor = "val/loss"
     prediction_writer: type | None = None
     class_names: list[str] | None = None
-    optimizer_factory = None
-    lr_scheduler_factory = None
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        # Every constructor argument up the subclass chain is saved, except the net (its arguments are) and the
+        # factories: hyperparameters stay primitive so checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        self.net = net
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
 
     def setup(self, stage: str) -> None:
         names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from lit_models.datamodules.files import DataError
+from lit_models.datamodules.files import DataError, list_predict_images
+from lit_models.datamodules.sources.export import COMPLETE_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LIT_MODELS_CACHE") or Path.home() / ".cache" / "lit_models")
 
 
-class FileDataset(Dataset):
+class FileDataset(Dataset, ABC):
     """Samples decoded on access by ``load(sample)`` into dicts that also carry ``path``, ``error``, ``skipped``.
 
     A file that fails to decode never raises inside a DataLoader worker (where the message would be buried in
@@ -44,8 +47,9 @@ class FileDataset(Dataset):
         """The file a sample is named by in messages and predictions."""
         return str(sample[0])
 
+    @abstractmethod
     def load(self, sample: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """Decode one sample into a dict of tensors; raise DataError (naming the file) when it cannot."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         attempts = len(self.samples) if self.skip_corrupt else 1
@@ -85,6 +89,14 @@ class FileDataModule(pl.LightningDataModule):
         super().__init__()
         self.datasets: dict[str, Dataset] = {}
         self._reported_skips: set[str] = set()
+
+    def split_off_validation(self, samples: list) -> tuple[list, list]:
+        """Hold out val_fraction of the training images (at least one), seeded, identically on every rank."""
+        if len(samples) < 2:
+            raise DataError(f"{self.root} has {len(samples)} training image(s); a validation split needs 2 or more.")
+        count = max(1, round(len(samples) * self.hparams.val_fraction))
+        held_out = set(np.random.default_rng(self.hparams.split_seed).choice(len(samples), count, replace=False))
+        return [s for i, s in enumerate(samples) if i not in held_out], [samples[i] for i in sorted(held_out)]
 
     def split_location(self, split: str) -> Path:
         """Where a split would be on disk (named when it is missing)."""
@@ -138,3 +150,54 @@ class FileDataModule(pl.LightningDataModule):
                 self._reported_skips.add(message)
                 log.warning("skipped (data.skip_corrupt=true): %s", message)
         return batch
+
+
+class AnnotatedImagesDataModule(FileDataModule, ABC):
+    """Split handling for images with annotations (masks, boxes): train/val[/test] lists and predict images.
+
+    Samples are ``(image file, annotation or None, name)``. Subclasses implement ``list_split(split, annotated)``
+    (the split's samples, or None when the data has no such split; ``annotated=False`` lists images only) and
+    ``dataset(samples, train)``, and set ``embedded`` (the generated shapes under ``root``) in ``__init__``.
+    """
+
+    embedded: bool = False
+
+    @abstractmethod
+    def list_split(self, split: str, annotated: bool = True) -> list | None:
+        """The split's samples, or None when the data has no such split."""
+
+    @abstractmethod
+    def dataset(self, samples: list, train: bool = False) -> FileDataset:
+        """A dataset of these samples with the training or the evaluation transform."""
+
+    def setup(self, stage: str) -> None:
+        if "train" in self.datasets:
+            return
+        if self.embedded and not (self.root / COMPLETE_MARKER).exists():
+            raise DataError(
+                f"the embedded shapes are not generated in {self.root} yet: call prepare_data() before setup() "
+                "(a Trainer does this itself)."
+            )
+        train = self.list_split("train")
+        if train is None:
+            raise DataError(f"{self.root} has no training split: {self.split_location('train')} does not exist.")
+        val = self.list_split("val")
+        if val is None:
+            train, val = self.split_off_validation(train)
+        self.datasets = {"train": self.dataset(train, train=True), "val": self.dataset(val)}
+        self.datasets["predict"] = self.dataset(self.predict_samples(val))
+
+    def test_dataloader(self) -> DataLoader:
+        # Read only when testing: VOC's and COCO's test lists name images whose annotations are not published.
+        if "test" not in self.datasets and (test := self.list_split("test")) is not None:
+            self.datasets["test"] = self.dataset(test)
+        return super().test_dataloader()
+
+    def predict_samples(self, val: list) -> list:
+        """Images of predict_dir, else of the test split (annotations not needed), else of val."""
+        folder = self.hparams.predict_dir
+        if not folder:
+            listed = self.list_split("test", annotated=False) or val
+            return [(image, None, name) for image, _, name in listed]
+        folder, files = list_predict_images(folder)
+        return [(f, None, str(Path(f).relative_to(folder).with_suffix(""))) for f in files]

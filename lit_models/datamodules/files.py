@@ -74,3 +74,14 @@ def load_rgb(path: str) -> Image.Image:
             f"cannot decode image {path}: {error}. Replace or delete the file, or set data.skip_corrupt=true "
             "to skip unreadable images (each one is logged)."
         ) from error
+
+
+def list_predict_images(predict_dir: str | os.PathLike) -> tuple[Path, list[str]]:
+    """The folder and every image under it, for ``predict``; errors name the folder."""
+    folder = Path(predict_dir).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"predict_dir {folder} does not exist or is not a folder.")
+    files = list_images(folder)
+    if not files:
+        raise DataError(f"predict_dir {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+    return folder, files

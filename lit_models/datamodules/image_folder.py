@@ -11,11 +11,10 @@ import torch
 
 from lit_models.datamodules.base import FileDataModule, FileDataset, collate_metadata, default_cache_dir
 from lit_models.datamodules.files import (
-    IMAGE_EXTENSIONS,
     DataError,
     list_class_folders,
-    list_images,
     list_labelled_images,
+    list_predict_images,
     load_rgb,
 )
 from lit_models.datamodules.sources import mnist5k
@@ -150,12 +149,7 @@ class ImageFolderDataModule(FileDataModule):
             self.datasets["test"] = ImageFileDataset(test, self.transform(train=False), skip)
         predict_dir = self.hparams.predict_dir
         if predict_dir:
-            folder = Path(predict_dir).expanduser()
-            if not folder.is_dir():
-                raise DataError(f"predict_dir {folder} does not exist or is not a folder.")
-            files = list_images(folder)
-            if not files:
-                raise DataError(f"predict_dir {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+            _, files = list_predict_images(predict_dir)
             self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
         else:
             self.datasets["predict"] = self.datasets.get("test", self.datasets["val"])

@@ -13,17 +13,13 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from lit_models.datamodules.base import FileDataModule, FileDataset, collate_metadata, default_cache_dir
+from lit_models.datamodules.base import AnnotatedImagesDataModule, FileDataset, collate_metadata, default_cache_dir
 from lit_models.datamodules.files import IMAGE_EXTENSIONS, DataError, list_images, load_rgb
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transform
+from lit_models.datamodules.voc_classes import VOC_CLASS_NAMES, read_class_names
 
 IGNORE_INDEX = 255  # VOC's "void": object borders and unlabelled pixels, excluded from loss and metrics
-VOC_CLASS_NAMES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
-CLASS_NAMES_FILE = "class_names.txt"
 Layout = Literal["auto", "voc", "folders"]
 # A sample: (image file, mask file or None for prediction, name used for output files).
 Sample = tuple[str, str | None, str]
@@ -122,23 +118,6 @@ def detect_layout(root: Path) -> Literal["voc", "folders"]:
     )
 
 
-def read_class_names(root: Path, layout: str, given: list[str] | None) -> list[str]:
-    if given:
-        return [str(name) for name in given]
-    listing = root / CLASS_NAMES_FILE
-    if listing.is_file():
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-        if len(names) < 2:
-            raise DataError(f"{listing} names {len(names)} class(es); list background and every class, one a line.")
-        return names
-    if layout == "voc":
-        return list(VOC_CLASS_NAMES)
-    raise DataError(
-        f"{root} does not say its classes: give data.class_names (index 0 first), or write {listing} with one "
-        "class name per line."
-    )
-
-
 def voc_split(root: Path, split: str, with_masks: bool) -> list[Sample] | None:
     """The samples named in ImageSets/Segmentation/<split>.txt, each file checked to exist; None without a list."""
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
@@ -180,7 +159,7 @@ def folder_split(root: Path, split: str, with_masks: bool) -> list[Sample] | Non
     return samples
 
 
-class SegmentationDataModule(FileDataModule):
+class SegmentationDataModule(AnnotatedImagesDataModule):
     """Images with per-pixel class masks (255 = void), from a VOC-layout folder, folder pairs or the shapes.
 
     ``num_classes`` and ``class_names`` are known after ``__init__``. Batches are dicts: ``image`` N x 3 x H x W,
@@ -251,7 +230,8 @@ class SegmentationDataModule(FileDataModule):
             if not self.root.is_dir():
                 raise DataError(f"data root {self.root} does not exist or is not a folder.")
             self.layout = detect_layout(self.root) if layout == "auto" else layout
-            self.class_names = read_class_names(self.root, self.layout, class_names)
+            default = VOC_CLASS_NAMES if self.layout == "voc" else None
+            self.class_names = read_class_names(self.root, class_names, default)
         if len(self.class_names) > IGNORE_INDEX:
             raise DataError(f"{len(self.class_names)} classes: mask values 0..254 hold at most 255 classes.")
         self.num_classes = len(self.class_names)
@@ -272,56 +252,10 @@ class SegmentationDataModule(FileDataModule):
             return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         return self.root / split / "images"
 
-    def list_split(self, split: str, with_masks: bool = True) -> list[Sample] | None:
+    def list_split(self, split: str, annotated: bool = True) -> list[Sample] | None:
         if self.layout == "voc":
-            return voc_split(self.root, split, with_masks)
-        return folder_split(self.root, split, with_masks)
-
-    def setup(self, stage: str) -> None:
-        if "train" in self.datasets:
-            return
-        if self.embedded and not (self.root / shapes.COMPLETE_MARKER).exists():
-            raise DataError(
-                f"the embedded shapes are not generated in {self.root} yet: call prepare_data() before setup() "
-                "(a Trainer does this itself)."
-            )
-        train = self.list_split("train")
-        if train is None:
-            raise DataError(f"{self.root} has no training split: {self.split_location('train')} does not exist.")
-        val = self.list_split("val")
-        if val is None:
-            train, val = self.split_off_validation(train)
-
-        self.datasets = {"train": self.dataset(train, train=True), "val": self.dataset(val)}
-        self.datasets["predict"] = self.dataset(self.predict_samples(val))
+            return voc_split(self.root, split, annotated)
+        return folder_split(self.root, split, annotated)
 
     def dataset(self, samples: list[Sample], train: bool = False) -> SegmentationDataset:
         return SegmentationDataset(samples, self.transform(train), self.num_classes, self.hparams.skip_corrupt)
-
-    def test_dataloader(self) -> Any:
-        # Read only when testing: VOC's test list names images whose masks are not published.
-        if "test" not in self.datasets and (test := self.list_split("test")) is not None:
-            self.datasets["test"] = self.dataset(test)
-        return super().test_dataloader()
-
-    def predict_samples(self, val: list[Sample]) -> list[Sample]:
-        """Images of predict_dir, else of the test split (masks not needed), else of val."""
-        folder = self.hparams.predict_dir
-        if not folder:
-            listed = self.list_split("test", with_masks=False) or val
-            return [(image, None, name) for image, _, name in listed]
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            raise DataError(f"predict_dir {folder} does not exist or is not a folder.")
-        files = list_images(folder)
-        if not files:
-            raise DataError(f"predict_dir {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
-        return [(f, None, str(Path(f).relative_to(folder).with_suffix(""))) for f in files]
-
-    def split_off_validation(self, samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
-        """Hold out val_fraction of the training images (at least one), seeded, identically on every rank."""
-        if len(samples) < 2:
-            raise DataError(f"{self.root} has {len(samples)} training image(s); a validation split needs 2 or more.")
-        count = max(1, round(len(samples) * self.hparams.val_fraction))
-        held_out = set(np.random.default_rng(self.hparams.split_seed).choice(len(samples), count, replace=False))
-        return [s for i, s in enumerate(samples) if i not in held_out], [samples[i] for i in sorted(held_out)]

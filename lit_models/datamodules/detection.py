@@ -1,0 +1,555 @@
+"""Object detection data: the PASCAL VOC layout, COCO JSON annotations, or the embedded shapes.
+
+Annotations are parsed eagerly by ``setup`` in the main process (VOC XML files are small, a COCO split is one
+JSON file), so every annotation problem stops the run before training starts, naming its file; only image
+decoding happens in the DataLoader workers, with ``FileDataset``'s error carrying. Boxes are kept as 0-based
+``xyxy`` floats in pixels, as torchvision's detection models expect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from lit_models.datamodules.base import AnnotatedImagesDataModule, FileDataset, collate_metadata, default_cache_dir
+from lit_models.datamodules.files import DataError, load_rgb
+from lit_models.datamodules.sources import shapes
+from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lit_models.datamodules.voc_classes import VOC_CLASS_NAMES, read_class_names
+
+log = logging.getLogger(__name__)
+
+Format = Literal["auto", "voc", "coco"]
+SPLITS = ("train", "val", "test")
+# A box may overshoot the image by this many pixels without a warning (COCO's float boxes often end at
+# width + 0.01); it is clipped either way.
+CLIP_TOLERANCE = 1.0
+
+
+class Targets(dict):
+    """One image's annotation: ``boxes`` (N x 4 float32 xyxy), ``labels`` (int64), ``difficult``, ``iscrowd``
+    (bool) as numpy arrays, and ``size`` = (H, W) the annotation declares."""
+
+
+# A sample: (image file, its annotation or None for prediction, image id used as name).
+Sample = tuple[str, Targets | None, str]
+
+
+def make_targets(
+    source: str | Path,
+    size: tuple[int, int],
+    boxes: list[list[float]],
+    labels: list[int],
+    difficult: list[bool],
+    iscrowd: list[bool],
+    described: list[str],
+) -> Targets:
+    """Check boxes against the image: a degenerate box is a DataError, a box outside the image is clipped.
+
+    ``described`` names each box as its file writes it, for messages.
+    """
+    height, width = size
+    array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    for index, (x1, y1, x2, y2) in enumerate(array):
+        if x2 <= x1 or y2 <= y1:
+            raise DataError(
+                f"{source}: {described[index]} is degenerate (0-based xyxy {[float(v) for v in (x1, y1, x2, y2)]}, "
+                "x2 <= x1 or y2 <= y1). Fix or delete the box."
+            )
+    clipped = array.copy()
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    overshoot = np.abs(clipped - array).max(axis=1) if len(array) else np.zeros(0)
+    for index in np.flatnonzero(overshoot > 0):
+        if clipped[index, 2] <= clipped[index, 0] or clipped[index, 3] <= clipped[index, 1]:
+            raise DataError(
+                f"{source}: {described[index]} lies entirely outside the {width}x{height} image. Fix or delete the box."
+            )
+    outside = [described[index] for index in np.flatnonzero(overshoot > CLIP_TOLERANCE)]
+    if outside:
+        log.warning(
+            "%s: %s extend(s) beyond the %dx%d image; clipped to the image.", source, ", ".join(outside), width, height
+        )
+    return Targets(
+        boxes=clipped,
+        labels=np.asarray(labels, dtype=np.int64),
+        difficult=np.asarray(difficult, dtype=bool),
+        iscrowd=np.asarray(iscrowd, dtype=bool),
+        size=(height, width),
+    )
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the image header (no decoding), for annotations that do not state the size."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read image {path}: {error}. Replace or delete the file.") from error
+
+
+# --------------------------------------------------------------------------------------------------------- VOC
+
+
+def parse_voc_xml(xml_path: Path, image_path: Path, class_names: list[str]) -> Targets:
+    """A VOC annotation: 1-based inclusive pixel boxes -> 0-based xyxy (xmin - 1, ymin - 1, xmax, ymax)."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as error:
+        raise DataError(f"cannot parse VOC annotation {xml_path}: {error}. Fix or replace the file.") from error
+    except OSError as error:
+        raise DataError(f"cannot read VOC annotation {xml_path}: {error}.") from error
+
+    def number(node: ET.Element | None, tag: str, what: str) -> float:
+        text = node.findtext(tag) if node is not None else None
+        try:
+            return float(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DataError(f"{xml_path}: {what} has no numeric <{tag}> (found {text!r}).") from None
+
+    size_node = root.find("size")
+    declared = (0, 0)
+    if size_node is not None and size_node.findtext("width") and size_node.findtext("height"):
+        declared = (int(number(size_node, "height", "<size>")), int(number(size_node, "width", "<size>")))
+    size = declared if min(declared) > 0 else header_size(image_path)
+
+    boxes, labels, difficult, described = [], [], [], []
+    for index, obj in enumerate(root.iter("object"), 1):
+        name = (obj.findtext("name") or "").strip()
+        if name not in class_names[1:]:
+            raise DataError(
+                f"{xml_path}: object {index} is a {name!r}, not one of the classes {class_names[1:]}. Give every "
+                "class in data.class_names (or root/class_names.txt, background first), or fix the name."
+            )
+        what = f"object {index} ({name!r})"
+        box = obj.find("bndbox")
+        if box is None:
+            raise DataError(f"{xml_path}: {what} has no <bndbox>.")
+        raw = [number(box, tag, what) for tag in ("xmin", "ymin", "xmax", "ymax")]
+        boxes.append([raw[0] - 1, raw[1] - 1, raw[2], raw[3]])
+        labels.append(class_names.index(name))
+        difficult.append((obj.findtext("difficult") or "0").strip() == "1")
+        described.append(f"{what} box (xmin, ymin, xmax, ymax) = ({', '.join(f'{v:g}' for v in raw)})")
+    return make_targets(xml_path, size, boxes, labels, difficult, [False] * len(boxes), described)
+
+
+def voc_split(root: Path, split: str, class_names: list[str], with_targets: bool = True) -> list[Sample] | None:
+    """The images named in ImageSets/Main/<split>.txt with their parsed XML; None without the list."""
+    listing = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not listing.is_file():
+        return None
+    samples: list[Sample] = []
+    for line_number, line in enumerate(listing.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        image_id = fields[0]  # class-specific lists (aeroplane_train.txt) carry a second column; split lists don't
+        image = root / "JPEGImages" / f"{image_id}.jpg"
+        xml = root / "Annotations" / f"{image_id}.xml"
+        for path in (image, xml) if with_targets else (image,):
+            if not path.is_file():
+                raise DataError(
+                    f"{listing} line {line_number} names {image_id!r}, but {path} does not exist. "
+                    "Restore the file or remove the line."
+                )
+        targets = parse_voc_xml(xml, image, class_names) if with_targets else None
+        samples.append((str(image), targets, image_id))
+    if not samples:
+        raise DataError(f"{listing} lists no images.")
+    return samples
+
+
+# -------------------------------------------------------------------------------------------------------- COCO
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"cannot parse COCO annotation file {path}: {error}. Fix or replace the file.") from error
+    except OSError as error:
+        raise DataError(f"cannot read COCO annotation file {path}: {error}.") from error
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f'{path} is not a COCO annotation file: it has no "images" list.')
+    return data
+
+
+def coco_categories(data: dict[str, Any], path: Path) -> list[tuple[int, str]]:
+    """(category id, name) sorted by id: label k (1-based) is the k-th of these."""
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f'{path}: "categories" must be a list of {{"id", "name"}} entries ({error}).') from None
+    if not categories:
+        raise DataError(f"{path} lists no categories.")
+    return categories
+
+
+def find_coco_annotations(root: Path, split: str) -> Path | None:
+    """root/annotations_<split>.json (the shapes export), else root/annotations/instances_<split>*.json (COCO's)."""
+    ours = root / f"annotations_{split}.json"
+    if ours.is_file():
+        return ours
+    found = sorted((root / "annotations").glob(f"instances_{split}*.json"))
+    if len(found) > 1:
+        raise DataError(
+            f"{root / 'annotations'} holds several {split} annotation files ({', '.join(p.name for p in found)}): "
+            f"name one with data.annotations={{'{split}': path}}."
+        )
+    return found[0] if found else None
+
+
+def find_coco_images(root: Path, split: str, annotation: Path, file_names: list[str]) -> Path:
+    """The first of root, root/images/<split>, root/<split><year>, root/JPEGImages holding the split's first image."""
+    candidates = [root, root / "images" / split]
+    suffix = annotation.stem.removeprefix(f"instances_{split}")  # "2017" for instances_train2017.json
+    if annotation.stem.startswith("instances_") and suffix:
+        candidates.append(root / f"{split}{suffix}")
+    candidates += [root / f"{split}2017", root / "JPEGImages"]  # the last: the shapes export's COCO files
+    if not file_names:
+        return root
+    for folder in candidates:
+        if (folder / file_names[0]).is_file():
+            return folder
+    raise DataError(
+        f"cannot find the images of {annotation}: none of {', '.join(str(c) for c in dict.fromkeys(candidates))} "
+        f"holds its first image {file_names[0]!r}. Give the folder with data.images={{'{split}': folder}}."
+    )
+
+
+def coco_split(
+    path: Path,
+    data: dict[str, Any],
+    image_dir: Path,
+    label_of: dict[int, int],
+    with_targets: bool = True,
+) -> list[Sample]:
+    """One sample per image of a COCO file; [x, y, w, h] -> xyxy, category ids -> contiguous labels."""
+    if with_targets and not isinstance(data.get("annotations"), list):
+        raise DataError(f'{path} has no "annotations" list: it can be predicted on, not trained or evaluated on.')
+    per_image: dict[Any, list[dict]] = {}
+    for annotation in (data.get("annotations") or []) if with_targets else []:
+        per_image.setdefault(annotation.get("image_id"), []).append(annotation)
+    samples: list[Sample] = []
+    for entry in data["images"]:
+        try:
+            image_id, file_name = entry["id"], entry["file_name"]
+        except (KeyError, TypeError):
+            raise DataError(f'{path}: image entry {entry!r} lacks "id" or "file_name".') from None
+        image = image_dir / file_name
+        if not image.is_file():
+            raise DataError(
+                f"{path} names image {file_name!r} (id {image_id}), but {image} does not exist. "
+                "Restore the file or remove its entry."
+            )
+        targets = None
+        if with_targets:
+            declared = (int(entry.get("height") or 0), int(entry.get("width") or 0))
+            size = declared if min(declared) > 0 else header_size(image)
+            boxes, labels, iscrowd, described = [], [], [], []
+            for annotation in per_image.get(image_id, []):
+                category = annotation.get("category_id")
+                if category not in label_of:
+                    raise DataError(
+                        f"{path}: annotation {annotation.get('id')} of image {file_name!r} has category_id "
+                        f"{category!r}, not one of the categories {sorted(label_of)}."
+                    )
+                bbox = annotation.get("bbox")
+                if not isinstance(bbox, list) or len(bbox) != 4:
+                    raise DataError(f'{path}: annotation {annotation.get("id")} has no [x, y, w, h] "bbox".')
+                x, y, w, h = (float(v) for v in bbox)
+                boxes.append([x, y, x + w, y + h])
+                labels.append(label_of[category])
+                iscrowd.append(bool(annotation.get("iscrowd", 0)))
+                described.append(f"annotation {annotation.get('id')} bbox [x, y, w, h] = {bbox}")
+            targets = make_targets(
+                f"{path} (image {file_name})", size, boxes, labels, [False] * len(boxes), iscrowd, described
+            )
+        samples.append((str(image), targets, str(image_id)))
+    if not samples:
+        raise DataError(f"{path} lists no images.")
+    return samples
+
+
+# ------------------------------------------------------------------------------------------ transforms, dataset
+
+
+class RandomRescale(v2.Transform):
+    """Resize image and boxes by a factor drawn uniformly from scale_range (ScaleJitter relative to the image)."""
+
+    def __init__(self, scale_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.scale_range = scale_range
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        low, high = self.scale_range
+        scale = low + float(torch.rand(())) * (high - low)
+        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(TF.resize, inpt, size=params["size"], antialias=True)
+
+
+def detection_transform(
+    train: bool,
+    image_size: int | None,
+    hflip: bool = True,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> v2.Compose:
+    """Joint transform of (tv_tensors.Image uint8, targets dict with tv_tensors.BoundingBoxes) -> same, normalised.
+
+    Training: random rescale by s in scale_range, random horizontal flip, resize to image_size x image_size (if
+    set), then ``SanitizeBoundingBoxes`` drops boxes under 1 px together with their labels, difficult and iscrowd
+    flags. Evaluation: the resize only, no box is dropped. Called with an image only, it transforms the image.
+    """
+    geometry: list[v2.Transform] = []
+    if train and tuple(scale_range) != (1.0, 1.0):
+        geometry.append(RandomRescale(tuple(scale_range)))
+    if train and hflip:
+        geometry.append(v2.RandomHorizontalFlip())
+    if image_size:
+        geometry.append(v2.Resize((image_size, image_size), antialias=True))
+    to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
+    tail: list[v2.Transform] = []
+    if train:
+        tail.append(v2.SanitizeBoundingBoxes(labels_getter=sanitized_fields))
+    return v2.Compose([*geometry, to_float, v2.Normalize(mean, std), *tail])
+
+
+def sanitized_fields(inputs: tuple[Any, dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+    """What SanitizeBoundingBoxes filters along with the boxes (a module function, so it pickles to workers)."""
+    targets = inputs[1]
+    return targets["labels"], targets["difficult"], targets["iscrowd"]
+
+
+class DetectionDataset(FileDataset):
+    """(image, targets, id) samples decoded on access into {"image", "target", "name"} (no target to predict)."""
+
+    def __init__(self, samples: list[Sample], transform: Callable, skip_corrupt: bool) -> None:
+        super().__init__(samples, skip_corrupt)
+        self.transform = transform
+
+    def load(self, sample: Sample) -> dict[str, Any]:
+        image_path, targets, image_id = sample
+        picture = load_rgb(image_path)
+        image = tv_tensors.Image(TF.pil_to_tensor(picture))
+        item: dict[str, Any] = {"name": image_id}
+        if targets is None:
+            item["image"] = self.transform(image).as_subclass(torch.Tensor)
+            return item
+        size = (picture.height, picture.width)
+        if tuple(targets["size"]) != size:
+            raise DataError(
+                f"image {image_path} is {size[1]}x{size[0]} pixels but its annotation says "
+                f"{targets['size'][1]}x{targets['size'][0]}; fix the annotation's size or the image."
+            )
+        fields = {
+            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(targets["boxes"]), format="XYXY", canvas_size=size),
+            "labels": torch.from_numpy(targets["labels"]),
+            "difficult": torch.from_numpy(targets["difficult"]),
+            "iscrowd": torch.from_numpy(targets["iscrowd"]),
+        }
+        image, fields = self.transform(image, fields)
+        target = {key: value.as_subclass(torch.Tensor) for key, value in fields.items()}
+        item["image"] = image.as_subclass(torch.Tensor)
+        item["target"] = {**target, "image_id": image_id, "orig_size": size}
+        return item
+
+
+def collate_detection(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Images stacked when they share one size (else a list), targets as a list of dicts, names."""
+    batch = collate_metadata(samples)
+    if batch["errors"]:
+        return batch
+    images = [s["image"] for s in samples]
+    same_size = all(image.shape == images[0].shape for image in images)
+    batch["image"] = torch.stack(images) if same_size else images
+    if "target" in samples[0]:
+        batch["target"] = [s["target"] for s in samples]
+    batch["name"] = [s["name"] for s in samples]
+    return batch
+
+
+# ------------------------------------------------------------------------------------------------- DataModule
+
+
+def detect_format(root: Path) -> Literal["voc", "coco"]:
+    if (root / "Annotations").is_dir() and (root / "ImageSets" / "Main").is_dir():
+        return "voc"
+    if find_coco_annotations(root, "train") is not None:
+        return "coco"
+    raise DataError(
+        f"{root} is neither a VOC layout (Annotations/, JPEGImages/, ImageSets/Main/train.txt) nor COCO "
+        "(annotations_train.json or annotations/instances_train*.json); name COCO files with data.annotations."
+    )
+
+
+class DetectionDataModule(AnnotatedImagesDataModule):
+    """Images with labelled boxes, from a VOC-layout folder, COCO JSON files or the embedded shapes.
+
+    ``num_classes`` (background included) and ``class_names`` are known after ``__init__``. Batches are dicts:
+    ``image`` (N x 3 x H x W when the images share one size, else a list of 3 x H x W tensors), ``target`` (one
+    dict per image: ``boxes`` N x 4 float xyxy in 0-based pixels, ``labels`` int64 1..K, ``difficult`` and
+    ``iscrowd`` bool, ``image_id`` str, ``orig_size`` (H, W) before transforms), ``name`` and ``path``;
+    prediction batches have no ``target``.
+
+    Bad annotations stop ``setup`` with a DataError naming the file: unparsable XML or JSON, a class name not in
+    the class list, a degenerate box (x2 <= x1 or y2 <= y1), a listed image that does not exist. A box that
+    extends beyond its image is clipped to the image and logged as a warning naming the file (real annotations,
+    COCO's float boxes especially, overshoot by rounding; dropping such objects would lose real ground truth);
+    one lying entirely outside is an error.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        format: Format = "auto",
+        class_names: list[str] | None = None,
+        annotations: dict[str, str] | None = None,
+        images: dict[str, str] | None = None,
+        image_size: int | None = None,
+        hflip: bool = True,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        skip_corrupt: bool = False,
+        predict_dir: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        """Configure the data.
+
+        Args:
+            root: A PASCAL VOC folder (Annotations/, JPEGImages/, ImageSets/Main/{train,val,test}.txt, e.g.
+                VOCdevkit/VOC2012) or a COCO folder (annotations_<split>.json, or annotations/instances_<split>*.json
+                with images in <split>2017/). None uses the embedded shapes scenes (generated once into
+                ``cache_dir``, read as VOC).
+            format: "voc", "coco", or "auto" (VOC when both are present).
+            class_names: Class names, background first. VOC default: root/class_names.txt, else VOC's 21 classes.
+                COCO default: "background" then the categories' names in id order (given names must be as many).
+            annotations: COCO annotation file per split, e.g. {"train": ".../train.json", "val": ...}; implies COCO.
+            images: COCO image folder per split (default: the first of root, root/images/<split>,
+                root/<split>2017, root/JPEGImages that holds the split's images).
+            image_size: Resize every image to image_size x image_size (YOLO); None keeps each image's size (Faster
+                R-CNN resizes inside the model).
+            hflip: Random horizontal flips in training.
+            scale_range: Training rescale by a factor drawn from this range; (1, 1) disables it.
+            mean: Per-channel normalisation mean (ImageNet's by default).
+            std: Per-channel normalisation standard deviation.
+            batch_size: Training batch size per device.
+            eval_batch_size: Validation/test/predict batch size per device (default: batch_size).
+            num_workers: DataLoader worker processes per device.
+            val_fraction: Share of train held out for validation when the data has no val split.
+            split_seed: Seed of that held-out split.
+            skip_corrupt: Replace undecodable images with the next readable one and log them, instead of stopping.
+            predict_dir: Folder of images (any depth) for ``predict``; default: the test split, else val.
+            cache_dir: Where the embedded shapes are generated (default $LIT_MODELS_CACHE or ~/.cache/lit_models).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if min(scale_range) <= 0 or scale_range[0] > scale_range[1]:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+        if format not in ("auto", "voc", "coco"):
+            raise ValueError(f"format must be 'auto', 'voc' or 'coco', got {format!r}")
+        self.annotation_files = {split: Path(path).expanduser() for split, path in (annotations or {}).items()}
+        self.image_dirs = {split: Path(path).expanduser() for split, path in (images or {}).items()}
+        self._coco_cache: dict[Path, dict[str, Any]] = {}  # the train file, read for its categories, until setup
+        self.label_of: dict[int, int] = {}  # COCO category id -> contiguous label 1..K
+        self.embedded = root is None and not annotations
+        if self.embedded:
+            self.root = (Path(cache_dir) if cache_dir else default_cache_dir()) / "shapes"
+            self.format = "voc"
+            self.class_names = list(class_names or shapes.CLASS_NAMES)
+        else:
+            if root is None:
+                if "train" not in self.annotation_files:
+                    raise DataError(f"data.annotations {annotations} names no train file.")
+                root = str(self.annotation_files["train"].parent)
+            self.root = Path(root).expanduser()
+            if not self.root.is_dir():
+                raise DataError(f"data root {self.root} does not exist or is not a folder.")
+            self.format = "coco" if annotations else detect_format(self.root) if format == "auto" else format
+            if self.format == "voc":
+                self.class_names = read_class_names(self.root, class_names, VOC_CLASS_NAMES)
+            else:
+                self.class_names = self.coco_class_names(class_names)
+        self.num_classes = len(self.class_names)
+        self.collate_fn = collate_detection
+
+    def coco_class_names(self, given: list[str] | None) -> list[str]:
+        path = self.coco_file("train")
+        if path is None:
+            raise DataError(f"{self.root} has no COCO training annotations: {self.split_location('train')}.")
+        self._coco_cache[path] = data = read_json(path)
+        categories = coco_categories(data, path)
+        self.label_of = {category: label for label, (category, _) in enumerate(categories, 1)}
+        names = ["background", *(name for _, name in categories)]
+        if given:
+            if len(given) != len(names):
+                raise DataError(
+                    f"data.class_names has {len(given)} names but {path} has {len(names) - 1} categories plus "
+                    f"background ({names}); give one name per category, background first."
+                )
+            return [str(name) for name in given]
+        return names
+
+    def coco_file(self, split: str) -> Path | None:
+        if split in self.annotation_files:
+            path = self.annotation_files[split]
+            if not path.is_file():
+                raise DataError(f"data.annotations names {path} for {split}, which does not exist.")
+            return path
+        return None if self.annotation_files else find_coco_annotations(self.root, split)
+
+    def prepare_data(self) -> None:
+        if self.embedded:
+            shapes.export_shapes(self.root, shapes.DEFAULT_TRAIN, shapes.DEFAULT_VAL, shapes.DEFAULT_TEST)
+
+    def transform(self, train: bool) -> Callable:
+        hp = self.hparams
+        return detection_transform(train, hp.image_size, hp.hflip, tuple(hp.scale_range), tuple(hp.mean), tuple(hp.std))
+
+    def split_location(self, split: str) -> Path:
+        if self.format == "voc":
+            return self.root / "ImageSets" / "Main" / f"{split}.txt"
+        return self.annotation_files.get(split) or self.root / f"annotations_{split}.json"
+
+    def list_split(self, split: str, annotated: bool = True) -> list[Sample] | None:
+        if self.format == "voc":
+            return voc_split(self.root, split, self.class_names, annotated)
+        path = self.coco_file(split)
+        if path is None:
+            return None
+        data = self._coco_cache.get(path) or read_json(path)
+        file_names = [str(entry.get("file_name")) for entry in data["images"] if isinstance(entry, dict)]
+        image_dir = self.image_dirs.get(split) or find_coco_images(self.root, split, path, file_names)
+        return coco_split(path, data, image_dir, self.label_of, annotated)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self._coco_cache.clear()  # the split lists are built: the parsed JSON is not needed any more
+
+    def dataset(self, samples: list[Sample], train: bool = False) -> DetectionDataset:
+        return DetectionDataset(samples, self.transform(train), self.hparams.skip_corrupt)
+
+    # The seeded hold-out is the same as segmentation's (it only uses root, val_fraction and split_seed).
