@@ -10,18 +10,36 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 
 def build_optimizers(
-    parameters: Iterable[torch.nn.Parameter],
+    parameters: Iterable[tuple[str, torch.nn.Parameter]],
     optimizer: Callable[..., torch.optim.Optimizer] | None,
     lr_scheduler: Callable[..., Any] | None,
     plateau_monitor: str = "val/loss",
+    bias_lr_mult: float = 1.0,
+    bias_weight_decay: bool = True,
 ) -> Any:
-    """What ``configure_optimizers`` returns for the injected factories.
+    """What ``configure_optimizers`` returns for the injected factories, given ``named_parameters()``.
 
     Without an optimizer factory (a module used from Python, not from a config) the default is SGD with
     lr 0.01 and momentum 0.9: a safe generic start; every paper recipe is spelled out in configs/.
+    ``bias_lr_mult`` / ``bias_weight_decay`` put the biases in a second parameter group with that multiple of the
+    learning rate and optionally no weight decay: the Caffe-era rule (``lr_mult: 2, decay_mult: 0`` on biases)
+    of the FCN and R-CNN reference solvers.
     """
-    params = [p for p in parameters if p.requires_grad]
+    named = [(name, p) for name, p in parameters if p.requires_grad]
+    params: list[Any] = [p for _, p in named]
+    caffe_rule = bias_lr_mult != 1.0 or not bias_weight_decay
+    if caffe_rule:
+        params = [
+            {"params": [p for name, p in named if not name.endswith("bias")]},
+            {"params": [p for name, p in named if name.endswith("bias")]},
+        ]
     opt = optimizer(params) if optimizer is not None else torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    if caffe_rule:
+        # Set after construction, from the factory's own learning rate, so any optimizer class works.
+        biases = opt.param_groups[1]
+        biases["lr"] *= bias_lr_mult
+        if not bias_weight_decay and "weight_decay" in biases:
+            biases["weight_decay"] = 0.0
     if lr_scheduler is None:
         return opt
     scheduler = lr_scheduler(opt)

@@ -145,6 +145,8 @@ class FCN(Segmenter):
         batch_norm: bool = False,
         backbone_weights: str | None = None,
         loss_reduction: Literal["mean", "sum"] = "mean",
+        bias_lr_mult: float = 1.0,
+        bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -162,6 +164,8 @@ class FCN(Segmenter):
                 torchvision vgg16/vgg16_bn/resnet state dict or a lit-models VGG/ResNet checkpoint. VGG's fc6/fc7
                 are convolutionalized; its 1000-class layer, like ResNet's fc, is dropped.
             loss_reduction: "mean" over labelled pixels, or "sum" per image (the paper's unnormalised loss).
+            bias_lr_mult: Learning-rate multiple for biases (2 in the reference solvers, Caffe's lr_mult).
+            bias_weight_decay: False exempts biases from weight decay (the reference solvers' decay_mult 0).
             optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Paper recipes are in configs/.
             lr_scheduler: LR scheduler factory; default none.
         """
@@ -169,6 +173,8 @@ class FCN(Segmenter):
         if backbone_weights:
             load_backbone(net, backbone, backbone_weights, width_mult, hidden, batch_norm)
         super().__init__(net, num_classes, loss_reduction, optimizer, lr_scheduler)
+        self.bias_lr_mult = bias_lr_mult
+        self.bias_weight_decay = bias_weight_decay
 
 
 def load_backbone(net: FCNNet, backbone: str, path: str, width_mult: float, hidden: int, batch_norm: bool) -> None:

@@ -25,6 +25,10 @@ class TaskModule(pl.LightningModule):
     monitor = "val/loss"
     prediction_writer: type | None = None
     class_names: list[str] | None = None
+    # Caffe-era recipes (FCN, R-CNN family) train biases at twice the learning rate without weight decay; a
+    # family that exposes this sets these from its arguments.
+    bias_lr_mult = 1.0
+    bias_weight_decay = True
 
     def __init__(
         self,
@@ -65,7 +69,13 @@ class TaskModule(pl.LightningModule):
         self.class_names = list(saved)
 
     def configure_optimizers(self) -> Any:
-        return build_optimizers(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
+        return build_optimizers(
+            self.named_parameters(),
+            self.optimizer_factory,
+            self.lr_scheduler_factory,
+            bias_lr_mult=self.bias_lr_mult,
+            bias_weight_decay=self.bias_weight_decay,
+        )
 
     def configure_callbacks(self) -> list:
         """Replace Lightning's default checkpointing by ``best-*.ckpt`` (by ``monitor``) + ``last.ckpt``.

@@ -1,5 +1,6 @@
 """The Segmenter loop, FCN's backbone weights, the mask writer, and FCN through the real CLI."""
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,20 @@ def test_metrics_are_dataset_level_and_skip_void():
     # Confusion over both batches: class 0 IoU 1/2, class 1 IoU 3/3, class 2 IoU 1/2 -> mean 2/3.
     assert values["val/miou"].item() == pytest.approx(2 / 3)
     assert values["val/pixel_acc"].item() == pytest.approx(5 / 6)
+
+
+def test_caffe_bias_rule_puts_biases_in_their_own_group():
+    optimizer = partial(torch.optim.SGD, lr=0.1, momentum=0.99, weight_decay=5e-4)
+    model = FCN(num_classes=3, bias_lr_mult=2.0, bias_weight_decay=False, optimizer=optimizer, **TINY)
+    weights, biases = model.configure_optimizers().param_groups
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("bias") for p in biases["params"])
+    assert not any(names[id(p)].endswith("bias") for p in weights["params"])
+    assert len(weights["params"]) + len(biases["params"]) == len(list(model.parameters()))
+    assert (weights["lr"], weights["weight_decay"]) == (0.1, 5e-4)
+    assert (biases["lr"], biases["weight_decay"]) == (0.2, 0)
+    plain = FCN(num_classes=3, optimizer=optimizer, **TINY).configure_optimizers()
+    assert len(plain.param_groups) == 1  # the default: one group, as the factory made it
 
 
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet18"])
@@ -162,6 +177,8 @@ def test_voc_recipe_fits_and_tests_at_full_size(voc_tree, tmp_path, monkeypatch)
     cli = LitModelsCLI(args=["fit", *common])
     assert cli.trainer.global_step == 1 and cli.model.num_classes == len(CLASS_NAMES)  # from class_names.txt
     assert cli.model.net.encoder.fc6.weight.shape == (4096, 512, 7, 7)
+    biases = cli.trainer.optimizers[0].param_groups[1]  # the reference solver's lr_mult 2, decay_mult 0
+    assert biases["lr"] == pytest.approx(2e-10) and biases["weight_decay"] == 0
     assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
     tested = LitModelsCLI(args=["test", *common])
     assert 0.0 <= float(tested.trainer.callback_metrics["test/miou"]) <= 1.0
