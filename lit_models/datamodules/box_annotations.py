@@ -1,0 +1,269 @@
+"""Box annotations of the PASCAL VOC layout (XML) and of COCO (JSON), parsed into checked, 0-based xyxy targets.
+
+Every problem is a DataError that names its file: malformed XML or JSON, an unknown class, a degenerate box, a
+missing image. A box that overshoots the image is clipped to it (with a warning past ``CLIP_TOLERANCE``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lit_models.datamodules.files import DataError
+
+log = logging.getLogger(__name__)
+
+# A box may overshoot the image by this many pixels without a warning (COCO's float boxes often end at
+# width + 0.01); it is clipped either way.
+CLIP_TOLERANCE = 1.0
+
+
+class Targets(dict):
+    """One image's annotation: ``boxes`` (N x 4 float32 xyxy), ``labels`` (int64), ``difficult``, ``iscrowd``
+    (bool) as numpy arrays, and ``size`` = (H, W) the annotation declares."""
+
+
+# A sample: (image file, its annotation or None for prediction, image id used as name).
+Sample = tuple[str, Targets | None, str]
+
+
+def make_targets(
+    source: str | Path,
+    size: tuple[int, int],
+    boxes: list[list[float]],
+    labels: list[int],
+    difficult: list[bool],
+    iscrowd: list[bool],
+    described: list[str],
+) -> Targets:
+    """Check boxes against the image: a degenerate box is a DataError, a box outside the image is clipped.
+
+    ``described`` names each box as its file writes it, for messages.
+    """
+    height, width = size
+    array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    for index, (x1, y1, x2, y2) in enumerate(array):
+        if x2 <= x1 or y2 <= y1:
+            raise DataError(
+                f"{source}: {described[index]} is degenerate (0-based xyxy {[float(v) for v in (x1, y1, x2, y2)]}, "
+                "x2 <= x1 or y2 <= y1). Fix or delete the box."
+            )
+    clipped = array.copy()
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    overshoot = np.abs(clipped - array).max(axis=1) if len(array) else np.zeros(0)
+    for index in np.flatnonzero(overshoot > 0):
+        if clipped[index, 2] <= clipped[index, 0] or clipped[index, 3] <= clipped[index, 1]:
+            raise DataError(
+                f"{source}: {described[index]} lies entirely outside the {width}x{height} image. Fix or delete the box."
+            )
+    outside = [described[index] for index in np.flatnonzero(overshoot > CLIP_TOLERANCE)]
+    if outside:
+        log.warning(
+            "%s: %s extend(s) beyond the %dx%d image; clipped to the image.", source, ", ".join(outside), width, height
+        )
+    return Targets(
+        boxes=clipped,
+        labels=np.asarray(labels, dtype=np.int64),
+        difficult=np.asarray(difficult, dtype=bool),
+        iscrowd=np.asarray(iscrowd, dtype=bool),
+        size=(height, width),
+    )
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the image header (no decoding), for annotations that do not state the size."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read image {path}: {error}. Replace or delete the file.") from error
+
+
+# --------------------------------------------------------------------------------------------------------- VOC
+
+
+def parse_voc_xml(xml_path: Path, image_path: Path, class_names: list[str]) -> Targets:
+    """A VOC annotation: 1-based inclusive pixel boxes -> 0-based xyxy (xmin - 1, ymin - 1, xmax, ymax)."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as error:
+        raise DataError(f"cannot parse VOC annotation {xml_path}: {error}. Fix or replace the file.") from error
+    except OSError as error:
+        raise DataError(f"cannot read VOC annotation {xml_path}: {error}.") from error
+
+    def number(node: ET.Element | None, tag: str, what: str) -> float:
+        text = node.findtext(tag) if node is not None else None
+        try:
+            return float(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DataError(f"{xml_path}: {what} has no numeric <{tag}> (found {text!r}).") from None
+
+    size_node = root.find("size")
+    declared = (0, 0)
+    if size_node is not None and size_node.findtext("width") and size_node.findtext("height"):
+        declared = (int(number(size_node, "height", "<size>")), int(number(size_node, "width", "<size>")))
+    size = declared if min(declared) > 0 else header_size(image_path)
+
+    boxes, labels, difficult, described = [], [], [], []
+    for index, obj in enumerate(root.iter("object"), 1):
+        name = (obj.findtext("name") or "").strip()
+        if name not in class_names[1:]:
+            raise DataError(
+                f"{xml_path}: object {index} is a {name!r}, not one of the classes {class_names[1:]}. Give every "
+                "class in data.class_names (or root/class_names.txt, background first), or fix the name."
+            )
+        what = f"object {index} ({name!r})"
+        box = obj.find("bndbox")
+        if box is None:
+            raise DataError(f"{xml_path}: {what} has no <bndbox>.")
+        raw = [number(box, tag, what) for tag in ("xmin", "ymin", "xmax", "ymax")]
+        boxes.append([raw[0] - 1, raw[1] - 1, raw[2], raw[3]])
+        labels.append(class_names.index(name))
+        difficult.append((obj.findtext("difficult") or "0").strip() == "1")
+        described.append(f"{what} box (xmin, ymin, xmax, ymax) = ({', '.join(f'{v:g}' for v in raw)})")
+    return make_targets(xml_path, size, boxes, labels, difficult, [False] * len(boxes), described)
+
+
+def voc_split(root: Path, split: str, class_names: list[str], with_targets: bool = True) -> list[Sample] | None:
+    """The images named in ImageSets/Main/<split>.txt with their parsed XML; None without the list."""
+    listing = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not listing.is_file():
+        return None
+    samples: list[Sample] = []
+    for line_number, line in enumerate(listing.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        image_id = fields[0]  # class-specific lists (aeroplane_train.txt) carry a second column; split lists don't
+        image = root / "JPEGImages" / f"{image_id}.jpg"
+        xml = root / "Annotations" / f"{image_id}.xml"
+        for path in (image, xml) if with_targets else (image,):
+            if not path.is_file():
+                raise DataError(
+                    f"{listing} line {line_number} names {image_id!r}, but {path} does not exist. "
+                    "Restore the file or remove the line."
+                )
+        targets = parse_voc_xml(xml, image, class_names) if with_targets else None
+        samples.append((str(image), targets, image_id))
+    if not samples:
+        raise DataError(f"{listing} lists no images.")
+    return samples
+
+
+# -------------------------------------------------------------------------------------------------------- COCO
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"cannot parse COCO annotation file {path}: {error}. Fix or replace the file.") from error
+    except OSError as error:
+        raise DataError(f"cannot read COCO annotation file {path}: {error}.") from error
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f'{path} is not a COCO annotation file: it has no "images" list.')
+    return data
+
+
+def coco_categories(data: dict[str, Any], path: Path) -> list[tuple[int, str]]:
+    """(category id, name) sorted by id: label k (1-based) is the k-th of these."""
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f'{path}: "categories" must be a list of {{"id", "name"}} entries ({error}).') from None
+    if not categories:
+        raise DataError(f"{path} lists no categories.")
+    return categories
+
+
+def find_coco_annotations(root: Path, split: str) -> Path | None:
+    """root/annotations_<split>.json (the shapes export), else root/annotations/instances_<split>*.json (COCO's)."""
+    ours = root / f"annotations_{split}.json"
+    if ours.is_file():
+        return ours
+    found = sorted((root / "annotations").glob(f"instances_{split}*.json"))
+    if len(found) > 1:
+        raise DataError(
+            f"{root / 'annotations'} holds several {split} annotation files ({', '.join(p.name for p in found)}): "
+            f"name one with data.annotations={{'{split}': path}}."
+        )
+    return found[0] if found else None
+
+
+def find_coco_images(root: Path, split: str, annotation: Path, file_names: list[str]) -> Path:
+    """The first of root, root/images/<split>, root/<split><year>, root/JPEGImages holding the split's first image."""
+    candidates = [root, root / "images" / split]
+    suffix = annotation.stem.removeprefix(f"instances_{split}")  # "2017" for instances_train2017.json
+    if annotation.stem.startswith("instances_") and suffix:
+        candidates.append(root / f"{split}{suffix}")
+    candidates += [root / f"{split}2017", root / "JPEGImages"]  # the last: the shapes export's COCO files
+    if not file_names:
+        return root
+    for folder in candidates:
+        if (folder / file_names[0]).is_file():
+            return folder
+    raise DataError(
+        f"cannot find the images of {annotation}: none of {', '.join(str(c) for c in dict.fromkeys(candidates))} "
+        f"holds its first image {file_names[0]!r}. Give the folder with data.images={{'{split}': folder}}."
+    )
+
+
+def coco_split(
+    path: Path,
+    data: dict[str, Any],
+    image_dir: Path,
+    label_of: dict[int, int],
+    with_targets: bool = True,
+) -> list[Sample]:
+    """One sample per image of a COCO file; [x, y, w, h] -> xyxy, category ids -> contiguous labels."""
+    if with_targets and not isinstance(data.get("annotations"), list):
+        raise DataError(f'{path} has no "annotations" list: it can be predicted on, not trained or evaluated on.')
+    per_image: dict[Any, list[dict]] = {}
+    for annotation in (data.get("annotations") or []) if with_targets else []:
+        per_image.setdefault(annotation.get("image_id"), []).append(annotation)
+    samples: list[Sample] = []
+    for entry in data["images"]:
+        try:
+            image_id, file_name = entry["id"], entry["file_name"]
+        except (KeyError, TypeError):
+            raise DataError(f'{path}: image entry {entry!r} lacks "id" or "file_name".') from None
+        image = image_dir / file_name
+        if not image.is_file():
+            raise DataError(
+                f"{path} names image {file_name!r} (id {image_id}), but {image} does not exist. "
+                "Restore the file or remove its entry."
+            )
+        targets = None
+        if with_targets:
+            declared = (int(entry.get("height") or 0), int(entry.get("width") or 0))
+            size = declared if min(declared) > 0 else header_size(image)
+            boxes, labels, iscrowd, described = [], [], [], []
+            for annotation in per_image.get(image_id, []):
+                category = annotation.get("category_id")
+                if category not in label_of:
+                    raise DataError(
+                        f"{path}: annotation {annotation.get('id')} of image {file_name!r} has category_id "
+                        f"{category!r}, not one of the categories {sorted(label_of)}."
+                    )
+                bbox = annotation.get("bbox")
+                if not isinstance(bbox, list) or len(bbox) != 4:
+                    raise DataError(f'{path}: annotation {annotation.get("id")} has no [x, y, w, h] "bbox".')
+                x, y, w, h = (float(v) for v in bbox)
+                boxes.append([x, y, x + w, y + h])
+                labels.append(label_of[category])
+                iscrowd.append(bool(annotation.get("iscrowd", 0)))
+                described.append(f"annotation {annotation.get('id')} bbox [x, y, w, h] = {bbox}")
+            targets = make_targets(
+                f"{path} (image {file_name})", size, boxes, labels, [False] * len(boxes), iscrowd, described
+            )
+        samples.append((str(image), targets, str(image_id)))
+    if not samples:
+        raise DataError(f"{path} lists no images.")
+    return samples
