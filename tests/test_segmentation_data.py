@@ -16,7 +16,7 @@ from lit_models.datamodules.segmentation import SegmentationDataModule
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes, voc_palette
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lit_models.datamodules.voc_classes import VOC_CLASS_NAMES
+from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -26,6 +26,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LIT_MODELS_CACHE") or Path.home() / ".cache" / "lit_models")
 
 
+def check_fractions(val_fraction: float, scale_range: tuple[float, float] = (1.0, 1.0)) -> None:
+    """The DataModules' shared numeric arguments, checked in __init__ so a bad config fails before any work."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if min(scale_range) <= 0 or scale_range[0] > scale_range[1]:
+        raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+
+
 class FileDataset(Dataset, ABC):
     """Samples decoded on access by ``load(sample)`` into dicts that also carry ``path``, ``error``, ``skipped``.
 

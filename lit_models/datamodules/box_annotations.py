@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from lit_models.datamodules.files import DataError
+from lit_models.datamodules.voc_layout import read_voc_list
 
 log = logging.getLogger(__name__)
 
@@ -134,27 +135,13 @@ def parse_voc_xml(xml_path: Path, image_path: Path, class_names: list[str]) -> T
 def voc_split(root: Path, split: str, class_names: list[str], with_targets: bool = True) -> list[Sample] | None:
     """The images named in ImageSets/Main/<split>.txt with their parsed XML; None without the list."""
     listing = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not listing.is_file():
+    entries = read_voc_list(root, listing, "Annotations", ".xml", with_targets)
+    if entries is None:
         return None
-    samples: list[Sample] = []
-    for line_number, line in enumerate(listing.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        image_id = fields[0]  # class-specific lists (aeroplane_train.txt) carry a second column; split lists don't
-        image = root / "JPEGImages" / f"{image_id}.jpg"
-        xml = root / "Annotations" / f"{image_id}.xml"
-        for path in (image, xml) if with_targets else (image,):
-            if not path.is_file():
-                raise DataError(
-                    f"{listing} line {line_number} names {image_id!r}, but {path} does not exist. "
-                    "Restore the file or remove the line."
-                )
-        targets = parse_voc_xml(xml, image, class_names) if with_targets else None
-        samples.append((str(image), targets, image_id))
-    if not samples:
-        raise DataError(f"{listing} lists no images.")
-    return samples
+    return [
+        (image, parse_voc_xml(Path(xml), Path(image), class_names) if xml else None, image_id)
+        for image, xml, image_id in entries
+    ]
 
 
 # -------------------------------------------------------------------------------------------------------- COCO

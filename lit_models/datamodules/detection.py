@@ -17,7 +17,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from lit_models.datamodules.base import AnnotatedImagesDataModule, FileDataset, collate_metadata, default_cache_dir
+from lit_models.datamodules.base import (
+    AnnotatedImagesDataModule,
+    FileDataset,
+    check_fractions,
+    collate_metadata,
+    default_cache_dir,
+)
 from lit_models.datamodules.box_annotations import (
     Sample,
     coco_categories,
@@ -30,7 +36,7 @@ from lit_models.datamodules.box_annotations import (
 from lit_models.datamodules.files import DataError, load_rgb
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lit_models.datamodules.voc_classes import VOC_CLASS_NAMES, read_class_names
+from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES, read_class_names
 
 Format = Literal["auto", "voc", "coco"]
 
@@ -218,10 +224,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if min(scale_range) <= 0 or scale_range[0] > scale_range[1]:
-            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+        check_fractions(val_fraction, scale_range)
         if format not in ("auto", "voc", "coco"):
             raise ValueError(f"format must be 'auto', 'voc' or 'coco', got {format!r}")
         self.annotation_files = {split: Path(path).expanduser() for split, path in (annotations or {}).items()}

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lit_models.datamodules.base import FileDataModule, FileDataset, collate_metadata, default_cache_dir
+from lit_models.datamodules.base import (
+    FileDataModule,
+    FileDataset,
+    check_fractions,
+    collate_metadata,
+    default_cache_dir,
+)
 from lit_models.datamodules.files import (
     DataError,
     list_class_folders,
@@ -95,8 +101,7 @@ class ImageFolderDataModule(FileDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        check_fractions(val_fraction)
         self.embedded = root is None
         if self.embedded:
             self.root = Path(cache_dir) if cache_dir else default_cache_dir()

@@ -13,11 +13,17 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from lit_models.datamodules.base import AnnotatedImagesDataModule, FileDataset, collate_metadata, default_cache_dir
+from lit_models.datamodules.base import (
+    AnnotatedImagesDataModule,
+    FileDataset,
+    check_fractions,
+    collate_metadata,
+    default_cache_dir,
+)
 from lit_models.datamodules.files import IMAGE_EXTENSIONS, DataError, list_images, load_rgb
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transform
-from lit_models.datamodules.voc_classes import VOC_CLASS_NAMES, read_class_names
+from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES, read_class_names, read_voc_list
 
 IGNORE_INDEX = 255  # VOC's "void": object borders and unlabelled pixels, excluded from loss and metrics
 Layout = Literal["auto", "voc", "folders"]
@@ -121,25 +127,7 @@ def detect_layout(root: Path) -> Literal["voc", "folders"]:
 def voc_split(root: Path, split: str, with_masks: bool) -> list[Sample] | None:
     """The samples named in ImageSets/Segmentation/<split>.txt, each file checked to exist; None without a list."""
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not listing.is_file():
-        return None
-    samples = []
-    for line_number, line in enumerate(listing.read_text().splitlines(), 1):
-        image_id = line.strip()
-        if not image_id:
-            continue
-        image = root / "JPEGImages" / f"{image_id}.jpg"
-        mask = root / "SegmentationClass" / f"{image_id}.png"
-        for path in (image, mask) if with_masks else (image,):
-            if not path.is_file():
-                raise DataError(
-                    f"{listing} line {line_number} names {image_id!r}, but {path} does not exist. "
-                    "Restore the file or remove the line."
-                )
-        samples.append((str(image), str(mask) if with_masks else None, image_id))
-    if not samples:
-        raise DataError(f"{listing} lists no images.")
-    return samples
+    return read_voc_list(root, listing, "SegmentationClass", ".png", with_masks)
 
 
 def folder_split(root: Path, split: str, with_masks: bool) -> list[Sample] | None:
@@ -216,10 +204,7 @@ class SegmentationDataModule(AnnotatedImagesDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if min(scale_range) <= 0 or scale_range[0] > scale_range[1]:
-            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+        check_fractions(val_fraction, scale_range)
         self.embedded = root is None
         if self.embedded:
             self.root = (Path(cache_dir) if cache_dir else default_cache_dir()) / "shapes"

@@ -1,0 +1,61 @@
+"""The PASCAL VOC layout's shared pieces: its class lists (VOC's 21, or root/class_names.txt) and split lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lit_models.datamodules.files import DataError
+
+VOC_CLASS_NAMES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+CLASS_NAMES_FILE = "class_names.txt"
+
+
+def read_class_names(root: Path, given: list[str] | None, default: list[str] | None) -> list[str]:
+    """Class names, index 0 first: given, else root/class_names.txt (one a line), else the layout's default."""
+    if given:
+        return [str(name) for name in given]
+    listing = root / CLASS_NAMES_FILE
+    if listing.is_file():
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        if len(names) < 2:
+            raise DataError(f"{listing} names {len(names)} class(es); list background and every class, one a line.")
+        return names
+    if default is not None:
+        return list(default)
+    raise DataError(
+        f"{root} does not say its classes: give data.class_names (index 0 first), or write {listing} with one "
+        "class name per line."
+    )
+
+
+def read_voc_list(
+    root: Path, listing: Path, annotation_dir: str, annotation_suffix: str, annotated: bool
+) -> list[tuple[str, str | None, str]] | None:
+    """(JPEG, annotation file or None, id) for each id of a split list, every file checked; None without the list.
+
+    Annotations are ``root/<annotation_dir>/<id><annotation_suffix>`` (SegmentationClass/.png, Annotations/.xml).
+    Only the first column counts: class lists (aeroplane_train.txt) carry a second one.
+    """
+    if not listing.is_file():
+        return None
+    entries = []
+    for line_number, line in enumerate(listing.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        image_id = fields[0]
+        image = root / "JPEGImages" / f"{image_id}.jpg"
+        annotation = root / annotation_dir / f"{image_id}{annotation_suffix}"
+        for path in (image, annotation) if annotated else (image,):
+            if not path.is_file():
+                raise DataError(
+                    f"{listing} line {line_number} names {image_id!r}, but {path} does not exist. "
+                    "Restore the file or remove the line."
+                )
+        entries.append((str(image), str(annotation) if annotated else None, image_id))
+    if not entries:
+        raise DataError(f"{listing} lists no images.")
+    return entries
