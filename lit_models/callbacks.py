@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
-from torchvision.utils import draw_segmentation_masks
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from lit_models.datamodules.files import load_rgb
 from lit_models.datamodules.sources.shapes import voc_palette
@@ -146,3 +147,84 @@ class SegmentationWriter(PredictionWriter):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             print(f"wrote masks and overlays of {self.count} image(s) (this rank) to {self.path}")
+
+
+class DetectionWriter(PredictionWriter):
+    """Detection: each image with its boxes drawn, and one JSON file of every detection.
+
+    ``<output>/images/<name>.png`` draws the detections scoring at least ``draw_score`` (class name and score on
+    each box, one colour per class); ``<output>/detections.json`` lists, per image file, every detection the model
+    returned (boxes ``[x1, y1, x2, y2]`` in the file's pixels, class name, label index, score), sorted by path.
+    Images are written by each rank as they come; the JSON is gathered and written by rank 0.
+    """
+
+    def __init__(self, output: str | None = None, overwrite: bool = False, draw_score: float = 0.5) -> None:
+        """Configure the output folder.
+
+        Args:
+            output: Folder; default ``predictions/`` in the run's log folder.
+            overwrite: Write into a non-empty folder, replacing files of the same names.
+            draw_score: Lowest score drawn on the pictures (the JSON keeps every detection).
+        """
+        super().__init__(output, overwrite, write_interval="batch")
+        self.draw_score = draw_score
+        self.records: list[dict[str, Any]] = []
+        palette = voc_palette()
+        self.colours = [tuple(palette[3 * i : 3 * i + 3]) for i in range(256)]
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_predict_start(trainer, pl_module)
+        self.records = []
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        names = getattr(pl_module, "class_names", None) or [str(i) for i in range(pl_module.num_classes)]
+        for path, name, boxes, scores, labels in zip(
+            prediction["path"], prediction["name"], prediction["boxes"], prediction["scores"], prediction["labels"],
+            strict=True,
+        ):
+            detections = [
+                {"label": names[label], "label_index": label, "score": round(score, 5), "box": [round(v, 2) for v in b]}
+                for b, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)
+            ]
+            self.records.append({"path": path, "name": name, "detections": detections})
+            if path:
+                picture = folder_file(self.path / "images", name)
+                self.draw(path, boxes, scores, labels, names).save(picture)
+
+    def draw(self, image_path: str, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, names: list):
+        image = torch.from_numpy(np.array(load_rgb(image_path))).permute(2, 0, 1)  # 3 x H x W uint8
+        keep = scores >= self.draw_score
+        if keep.any():
+            captions = [f"{names[int(c)]} {s:.2f}" for c, s in zip(labels[keep], scores[keep].tolist(), strict=True)]
+            colours = [self.colours[int(c) % 256] for c in labels[keep]]
+            image = draw_bounding_boxes(image, boxes[keep], labels=captions, colors=colours, width=2)
+        return Image.fromarray(image.permute(1, 2, 0).numpy())
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        records = self.records
+        if trainer.world_size > 1:
+            gathered: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(gathered, records)
+            records = [record for part in gathered for record in part]
+        if not trainer.is_global_zero:
+            return
+        records.sort(key=lambda record: (record["path"], record["name"]))
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "detections.json", "w") as handle:
+            json.dump(records, handle, indent=1)
+        found = sum(len(record["detections"]) for record in records)
+        print(f"wrote {found} detections of {len(records)} image(s) to {self.path / 'detections.json'}")
+
+
+def folder_file(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.png"

@@ -12,8 +12,10 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 # Imported so every family's modules and DataModules are known to --model/--data short names.
 import lit_models.classification  # noqa: F401
+import lit_models.datamodules.detection  # noqa: F401
 import lit_models.datamodules.image_folder  # noqa: F401
 import lit_models.datamodules.segmentation  # noqa: F401
+import lit_models.detection  # noqa: F401
 import lit_models.segmentation  # noqa: F401
 
 

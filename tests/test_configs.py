@@ -20,7 +20,10 @@ def instantiate(args: list[str]) -> LitModelsCLI:
 
 
 def heads(model: torch.nn.Module, width: int) -> list[torch.nn.Module]:
-    """Layers that output class scores: classifiers' Linear layers, segmenters' 1x1 score convolutions."""
+    """Layers that output class scores: classifiers' Linear layers, segmenters' 1x1 score convolutions, and YOLO's
+    grid layer (S x S cells of B boxes and the width - 1 foreground classes)."""
+    if hasattr(model, "grid_size"):
+        width = model.grid_size**2 * (5 * model.boxes_per_cell + width - 1)
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == width]
     score = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
     return linear + [m for m in score if m.out_channels == width]
@@ -43,7 +46,8 @@ def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch)
     assert "seed_everything: " in text and text.lstrip().startswith("#"), "every config: a seed and a citation"
     args = ["--config", str(config)]
     if "root:" in text:  # real-data recipes: point them at a tiny tree of the same layout
-        args += ["--data.init_args.root", str(voc_tree if "SegmentationDataModule" in text else tree)]
+        voc_layout = "SegmentationDataModule" in text or "DetectionDataModule" in text
+        args += ["--data.init_args.root", str(voc_tree if voc_layout else tree)]
     if "backbone_weights:" in text:  # a local ImageNet weight file that tests do not have
         args += ["--model.init_args.backbone_weights", "null"]
     cli = instantiate(args)

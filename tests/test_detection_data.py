@@ -164,10 +164,11 @@ def test_training_flip_and_resize_keep_boxes_aligned(tmp_path):
     item = resized.dataset([small])[0]
     assert item["image"].shape == (3, 32, 32) and item["target"]["orig_size"] == (64, 64)
     assert torch.allclose(item["target"]["boxes"], plain["target"]["boxes"] / 2)
-    rescaled = make(root, scale_range=(0.5, 0.5))  # training rescale, native size otherwise
-    rescaled.setup("fit")
-    item = rescaled.datasets["train"][0]
-    assert item["image"].shape == (3, 32, 32) and torch.allclose(item["target"]["boxes"], plain["target"]["boxes"] / 2)
+    zoomed = make(root, scale_range=(0.5, 0.5), hflip=False)  # training zoom about the centre, same canvas
+    zoomed.setup("fit")
+    item = zoomed.datasets["train"][0]
+    assert item["image"].shape == (3, 64, 64)
+    assert torch.allclose(item["target"]["boxes"], (plain["target"]["boxes"] - 32) / 2 + 32, atol=1)
 
 
 def test_training_drops_boxes_shrunk_below_a_pixel_with_their_flags(tmp_path):
@@ -204,11 +205,14 @@ def test_batches_stack_same_size_images_and_list_targets(tmp_path):
     # The image is normalised: undoing it gives back the JPEG's pixels.
     pixels = np.asarray(Image.open(dm.datasets["val"].samples[0][0]), dtype=np.float32) / 255
     torch.testing.assert_close(batch["image"][0] * STD + MEAN, torch.from_numpy(pixels).permute(2, 0, 1))
-    other = {"image": torch.zeros(3, 8, 10), "target": {}, "name": "b", "path": "b", "error": "", "skipped": []}
+    other = {"image": torch.zeros(3, 8, 10), "target": {}, "name": "b", "path": "b", "error": "", "skipped": [],
+             "orig_size": (8, 10)}  # fmt: skip
     mixed = collate_detection([dm.datasets["val"][0], other])
     assert isinstance(mixed["image"], list) and [tuple(i.shape) for i in mixed["image"]] == [(3, 64, 64), (3, 8, 10)]
+    assert mixed["orig_size"] == [(64, 64), (8, 10)]  # the file's size, to map predictions back to its pixels
     predict = first_batch(dm, "predict")  # no test split: val's images, no targets
     assert "target" not in predict and predict["name"] == ["000005", "000006"]
+    assert predict["orig_size"] == [(64, 64), (64, 64)]
     loose = tmp_path / "loose" / "deep"
     loose.mkdir(parents=True)
     Image.new("RGB", (10, 12)).save(loose / "x.png")
@@ -304,3 +308,20 @@ def test_embedded_shapes_are_generated_by_prepare_data(tmp_path, monkeypatch):
     batch = first_batch(dm, "train")
     assert batch["image"].shape == (2, 3, 128, 128) and len(batch["target"]) == 2
     assert all(set(t["labels"].tolist()) <= {1, 2, 3} and len(t["labels"]) >= 1 for t in batch["target"])
+
+
+def test_splits_rename_the_lists_each_role_reads(tmp_path):
+    root = voc_tree(tmp_path)
+    lists = root / "ImageSets" / "Main"
+    (lists / "trainval.txt").write_text((lists / "train.txt").read_text() + (lists / "val.txt").read_text())
+    dm = make(root, splits={"train": "trainval", "val": None}, val_fraction=0.5)  # VOC 2007: val is in trainval
+    dm.setup("fit")
+    train = [name for *_, name in dm.datasets["train"].samples]
+    val = [name for *_, name in dm.datasets["val"].samples]
+    assert sorted(train + val) == [f"{i:06d}" for i in range(1, 7)] and len(val) == 3 and not set(train) & set(val)
+    with pytest.raises(DataError, match="trainval2.txt does not exist"):
+        make(root, splits={"train": "trainval2"}).setup("fit")
+    with pytest.raises(ValueError, match="roles train, val and test"):
+        make(root, splits={"training": "trainval"})
+    with pytest.raises(ValueError, match="translate"):
+        make(root, translate=1.5)

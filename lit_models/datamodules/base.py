@@ -178,6 +178,15 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
     def dataset(self, samples: list, train: bool = False) -> FileDataset:
         """A dataset of these samples with the training or the evaluation transform."""
 
+    def listed(self, role: str, annotated: bool = True) -> list | None:
+        """The samples of the list a role reads: a ``splits`` hyperparameter may rename it (VOC 2007's
+        {"train": "trainval"}) or map it to None (no such list: val is then held out of train)."""
+        name = self.split_name(role)
+        return None if name is None else self.list_split(name, annotated)
+
+    def split_name(self, role: str) -> str | None:
+        return (getattr(self.hparams, "splits", None) or {}).get(role, role)
+
     def setup(self, stage: str) -> None:
         if "train" in self.datasets:
             return
@@ -186,10 +195,13 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
                 f"the embedded shapes are not generated in {self.root} yet: call prepare_data() before setup() "
                 "(a Trainer does this itself)."
             )
-        train = self.list_split("train")
+        train = self.listed("train")
         if train is None:
-            raise DataError(f"{self.root} has no training split: {self.split_location('train')} does not exist.")
-        val = self.list_split("val")
+            raise DataError(
+                f"{self.root} has no training split: {self.split_location(self.split_name('train') or 'train')} "
+                "does not exist."
+            )
+        val = self.listed("val")
         if val is None:
             train, val = self.split_off_validation(train)
         self.datasets = {"train": self.dataset(train, train=True), "val": self.dataset(val)}
@@ -197,7 +209,7 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
 
     def test_dataloader(self) -> DataLoader:
         # Read only when testing: VOC's and COCO's test lists name images whose annotations are not published.
-        if "test" not in self.datasets and (test := self.list_split("test")) is not None:
+        if "test" not in self.datasets and (test := self.listed("test")) is not None:
             self.datasets["test"] = self.dataset(test)
         return super().test_dataloader()
 
@@ -205,7 +217,7 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
         """Images of predict_dir, else of the test split (annotations not needed), else of val."""
         folder = self.hparams.predict_dir
         if not folder:
-            listed = self.list_split("test", annotated=False) or val
+            listed = self.listed("test", annotated=False) or val
             return [(image, None, name) for image, _, name in listed]
         folder, files = list_predict_images(folder)
         return [(f, None, str(Path(f).relative_to(folder).with_suffix(""))) for f in files]

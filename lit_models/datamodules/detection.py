@@ -44,23 +44,6 @@ Format = Literal["auto", "voc", "coco"]
 # ------------------------------------------------------------------------------------------ transforms, dataset
 
 
-class RandomRescale(v2.Transform):
-    """Resize image and boxes by a factor drawn uniformly from scale_range (ScaleJitter relative to the image)."""
-
-    def __init__(self, scale_range: tuple[float, float]) -> None:
-        super().__init__()
-        self.scale_range = scale_range
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = v2.query_size(flat_inputs)
-        low, high = self.scale_range
-        scale = low + float(torch.rand(())) * (high - low)
-        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return self._call_kernel(TF.resize, inpt, size=params["size"], antialias=True)
-
-
 def detection_transform(
     train: bool,
     image_size: int | None,
@@ -68,16 +51,20 @@ def detection_transform(
     scale_range: tuple[float, float] = (1.0, 1.0),
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    translate: float = 0.0,
 ) -> v2.Compose:
     """Joint transform of (tv_tensors.Image uint8, targets dict with tv_tensors.BoundingBoxes) -> same, normalised.
 
-    Training: random rescale by s in scale_range, random horizontal flip, resize to image_size x image_size (if
+    Training: zoom by s in scale_range and shift by up to ``translate`` of each side within the same canvas
+    (``RandomAffine``, the uncovered border in the mean colour: YOLO v1's "random scaling and translations of up to
+    20%"), random horizontal flip, resize to image_size x image_size (if
     set), then ``SanitizeBoundingBoxes`` drops boxes under 1 px together with their labels, difficult and iscrowd
     flags. Evaluation: the resize only, no box is dropped. Called with an image only, it transforms the image.
     """
     geometry: list[v2.Transform] = []
-    if train and tuple(scale_range) != (1.0, 1.0):
-        geometry.append(RandomRescale(tuple(scale_range)))
+    if train and (tuple(scale_range) != (1.0, 1.0) or translate > 0):
+        fill = tuple(round(255 * channel) for channel in mean)
+        geometry.append(v2.RandomAffine(degrees=0, translate=(translate, translate), scale=scale_range, fill=fill))
     if train and hflip:
         geometry.append(v2.RandomHorizontalFlip())
     if image_size:
@@ -106,7 +93,7 @@ class DetectionDataset(FileDataset):
         image_path, targets, image_id = sample
         picture = load_rgb(image_path)
         image = tv_tensors.Image(TF.pil_to_tensor(picture))
-        item: dict[str, Any] = {"name": image_id}
+        item: dict[str, Any] = {"name": image_id, "orig_size": (picture.height, picture.width)}
         if targets is None:
             item["image"] = self.transform(image).as_subclass(torch.Tensor)
             return item
@@ -140,6 +127,7 @@ def collate_detection(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if "target" in samples[0]:
         batch["target"] = [s["target"] for s in samples]
     batch["name"] = [s["name"] for s in samples]
+    batch["orig_size"] = [s["orig_size"] for s in samples]
     return batch
 
 
@@ -183,11 +171,13 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         image_size: int | None = None,
         hflip: bool = True,
         scale_range: tuple[float, float] = (1.0, 1.0),
+        translate: float = 0.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
+        splits: dict[str, str | None] | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
         skip_corrupt: bool = False,
@@ -210,12 +200,16 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             image_size: Resize every image to image_size x image_size (YOLO); None keeps each image's size (Faster
                 R-CNN resizes inside the model).
             hflip: Random horizontal flips in training.
-            scale_range: Training rescale by a factor drawn from this range; (1, 1) disables it.
+            scale_range: Training zoom by a factor drawn from this range, the image keeping its size (objects grow
+                or shrink, the border is cut or filled with the mean colour); (1, 1) disables it.
+            translate: Training shift by up to this fraction of the width and height (YOLO v1: 0.2).
             mean: Per-channel normalisation mean (ImageNet's by default).
             std: Per-channel normalisation standard deviation.
             batch_size: Training batch size per device.
             eval_batch_size: Validation/test/predict batch size per device (default: batch_size).
             num_workers: DataLoader worker processes per device.
+            splits: The list each role reads, when not its own name: e.g. {"train": "trainval", "val": null} trains on
+                VOC 2007's trainval.txt and holds val_fraction of it out (val.txt is part of trainval).
             val_fraction: Share of train held out for validation when the data has no val split.
             split_seed: Seed of that held-out split.
             skip_corrupt: Replace undecodable images with the next readable one and log them, instead of stopping.
@@ -225,6 +219,10 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_fractions(val_fraction, scale_range)
+        if not 0 <= translate < 1:
+            raise ValueError(f"translate is a fraction of the image side in [0, 1), got {translate}")
+        if not set(splits or {}) <= {"train", "val", "test"}:
+            raise ValueError(f"data.splits maps the roles train, val and test to list names, got {splits}")
         if format not in ("auto", "voc", "coco"):
             raise ValueError(f"format must be 'auto', 'voc' or 'coco', got {format!r}")
         self.annotation_files = {split: Path(path).expanduser() for split, path in (annotations or {}).items()}
@@ -283,7 +281,9 @@ class DetectionDataModule(AnnotatedImagesDataModule):
 
     def transform(self, train: bool) -> Callable:
         hp = self.hparams
-        return detection_transform(train, hp.image_size, hp.hflip, tuple(hp.scale_range), tuple(hp.mean), tuple(hp.std))
+        return detection_transform(
+            train, hp.image_size, hp.hflip, tuple(hp.scale_range), tuple(hp.mean), tuple(hp.std), hp.translate
+        )
 
     def split_location(self, split: str) -> Path:
         if self.format == "voc":

@@ -1,0 +1,7 @@
+"""Object detection: the Detector loop and one module per detector."""
+
+from lit_models.detection.base import Detector
+from lit_models.detection.faster_rcnn import FasterRCNN
+from lit_models.detection.yolo import YOLOv1
+
+__all__ = ["Detector", "FasterRCNN", "YOLOv1"]

@@ -1,0 +1,101 @@
+"""``lit_models.YOLOv1``: the single-shot grid detector on the Detector loop."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+
+from lit_models.detection.base import Detector
+from lit_models.nets.yolo import YOLOv1Net
+
+
+class YOLOv1(Detector):
+    """YOLO v1 (Redmon et al. 2016): one network maps the image to an S x S grid of B boxes and C class scores.
+
+    Defaults are the paper's (448 x 448 input, S = 7, B = 2, its 24-layer network with a 4096-wide fully connected
+    layer, lambda_coord = 5, lambda_noobj = 0.5). The input size is fixed: set ``data.image_size`` to the same
+    ``image_size``. See :mod:`lit_models.nets.yolo` for the loss, the decoding and the deviations.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        backbone: Literal["darknet", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101"] = "darknet",
+        width_mult: float = 1.0,
+        batch_norm: bool = False,
+        backbone_weights: str | None = None,
+        image_size: int = 448,
+        grid_size: int = 7,
+        boxes_per_cell: int = 2,
+        head_channels: int = 1024,
+        head_stride: int = 2,
+        hidden: int = 4096,
+        dropout: float = 0.5,
+        lambda_coord: float = 5.0,
+        lambda_noobj: float = 0.5,
+        rescore: bool = True,
+        score_threshold: float = 0.05,
+        nms_threshold: float = 0.5,
+        max_detections: int = 100,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        """Build the detector.
+
+        Args:
+            num_classes: Classes including background (set from the data by the CLI); the grid predicts the
+                num_classes - 1 foreground classes.
+            backbone: "darknet" (the paper's first 20 convolutions) or a step-1 trunk: "vgg16", "resnet18/34/50/101".
+            width_mult: Channel multiplier of the backbone and the detection convolutions.
+            batch_norm: BatchNorm after every convolution (a YOLOv2 addition; ResNets always have it).
+            backbone_weights: Classifier weights for a step-1 trunk (torchvision state dict or lit-models checkpoint).
+            image_size: The fixed square input side (paper: 448); data.image_size must equal it.
+            grid_size: S, cells per side (paper: 7).
+            boxes_per_cell: B, boxes predicted per cell (paper: 2).
+            head_channels: Width of the four detection convolutions (paper: 1024), times width_mult.
+            head_stride: Stride of the second of them (paper: 2, 448 -> 7 x 7); 1 keeps the resolution of small inputs.
+            hidden: Width of the first fully connected layer (paper: 4096).
+            dropout: Dropout after it (paper: 0.5).
+            lambda_coord: Weight of the box coordinate errors (paper: 5).
+            lambda_noobj: Weight of the confidence error of boxes without an object (paper: 0.5).
+            rescore: Train confidences towards the IoU with the truth (paper) instead of 1.
+            score_threshold: Class-specific confidences below this are dropped at decoding.
+            nms_threshold: IoU of the per-class NMS at decoding.
+            max_detections: Most detections kept per image.
+            optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9).
+            lr_scheduler: LR scheduler factory; default none.
+        """
+        net = YOLOv1Net(
+            num_classes,
+            backbone=backbone,
+            width_mult=width_mult,
+            batch_norm=batch_norm,
+            image_size=image_size,
+            grid_size=grid_size,
+            boxes_per_cell=boxes_per_cell,
+            head_channels=head_channels,
+            head_stride=head_stride,
+            hidden=hidden,
+            dropout=dropout,
+            lambda_coord=lambda_coord,
+            lambda_noobj=lambda_noobj,
+            rescore=rescore,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            max_detections=max_detections,
+        )
+        if backbone_weights:
+            if backbone == "darknet":
+                raise ValueError("backbone_weights loads step-1 classifier weights; use a vgg16 or resnet backbone")
+            net.backbone.load_classifier_weights(backbone_weights)
+        super().__init__(net, num_classes, optimizer, lr_scheduler)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        data_size = getattr(getattr(getattr(self.trainer, "datamodule", None), "hparams", None), "image_size", None)
+        if data_size is not None and data_size != self.hparams.image_size:
+            raise ValueError(
+                f"data.image_size is {data_size} but model.image_size is {self.hparams.image_size}: YOLO v1's fully "
+                "connected head takes one input size; set both to the same value."
+            )
