@@ -21,9 +21,10 @@ def instantiate(args: list[str]) -> LitModelsCLI:
 
 def heads(model: torch.nn.Module, width: int) -> list[torch.nn.Module]:
     """Layers that output class scores: classifiers' Linear layers, segmenters' 1x1 score convolutions, and YOLO's
-    grid layer (S x S cells of B boxes and the width - 1 foreground classes)."""
+    grid layer (B boxes and the width - 1 foreground classes per cell; for all S x S cells when fully connected)."""
     if hasattr(model, "grid_size"):
-        width = model.grid_size**2 * (5 * model.boxes_per_cell + width - 1)
+        cell = 5 * model.boxes_per_cell + width - 1
+        width = cell if model.head_kind == "conv" else model.grid_size**2 * cell
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == width]
     score = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
     return linear + [m for m in score if m.out_channels == width]

@@ -144,8 +144,8 @@ def tiny(detector: str, root: Path, *extra: str) -> list[str]:
     sizes = {
         "faster_rcnn": ["--model.init_args.min_size", "64", "--model.init_args.max_size", "64",
                         "--model.init_args.representation_size", "32"],
-        "yolov1": ["--model.init_args.image_size", "48", "--data.init_args.image_size", "48",
-                   "--model.init_args.hidden", "32"],
+        "yolov1": ["--model.init_args.image_size", "64", "--data.init_args.image_size", "64",
+                   "--model.init_args.grid_size", "4"],
     }  # fmt: skip
     return [
         "--config", str(CONFIGS / f"{detector}_shapes.yaml"),
@@ -199,6 +199,6 @@ def test_fit_and_test_on_coco_json(detector, shapes_tree, tmp_path):
 
 
 def test_yolo_refuses_a_data_size_other_than_its_own(shapes_tree, tmp_path):
-    args = tiny("yolov1", shapes_tree, "--data.init_args.image_size", "64")
-    with pytest.raises(AssertionError, match="data.image_size is 64 but model.image_size is 48"):
+    args = tiny("yolov1", shapes_tree, "--data.init_args.image_size", "48")
+    with pytest.raises(AssertionError, match="data.image_size is 48 but model.image_size is 64"):
         run_cli("fit", *args, "--trainer.max_epochs", "1", cwd=tmp_path)

@@ -140,6 +140,19 @@ def test_output_shape(backbone, head_stride):
         net(torch.zeros(1, 3, 64, 96))
 
 
+def test_conv_head_predicts_each_cell_from_its_own_place():
+    torch.manual_seed(0)
+    net = YOLOv1Net(4, backbone="resnet18", backbone_stride=16, head="conv", grid_size=SIZE // 16, **TINY)
+    net.eval()
+    images = torch.randn(2, 3, SIZE, SIZE)
+    features = net.head(net.backbone(images))  # 2 x C x S x S
+    cell = torch.einsum("nchw,oc->nhwo", features, net.fc.weight[:, :, 0, 0]) + net.fc.bias  # per cell, nothing else
+    torch.testing.assert_close(net(images), cell)
+    side = SIZE // 16
+    with pytest.raises(ValueError, match=f"needs a 7 x 7 feature map, but image_size {SIZE} gives {side} x {side}"):
+        YOLOv1Net(4, backbone="resnet18", backbone_stride=16, head="conv", grid_size=7, **TINY)
+
+
 def test_grid_and_boxes_per_cell_set_the_layout():
     net = YOLOv1Net(4, grid_size=5, boxes_per_cell=3, **TINY)
     assert net(torch.zeros(1, 3, SIZE, SIZE)).shape == (1, 5, 5, 5 * 3 + 3)
@@ -200,6 +213,9 @@ def test_tiny_net_overfits_two_images():
         ({"backbone": "resnet20"}, "backbone must be 'darknet' or one of"),
         ({"num_classes": 1}, "num_classes must be >= 2"),
         ({"head_stride": 3}, "head_stride must be 1 or 2"),
+        ({"head": "dense"}, "head must be 'fc' or 'conv'"),
+        ({"backbone_stride": 8}, "backbone_stride must be 16 or 32"),
+        ({"backbone_stride": 16}, "backbone_stride must be 32 with darknet"),
         ({"image_size": 16}, "image_size 16 is too small"),  # Darknet's 5th max-pool gets a 1 x 1 map
     ],
 )

@@ -30,6 +30,8 @@ class YOLOv1(Detector):
         boxes_per_cell: int = 2,
         head_channels: int = 1024,
         head_stride: int = 2,
+        head: Literal["fc", "conv"] = "fc",
+        backbone_stride: int = 32,
         hidden: int = 4096,
         dropout: float = 0.5,
         lambda_coord: float = 5.0,
@@ -55,6 +57,9 @@ class YOLOv1(Detector):
             boxes_per_cell: B, boxes predicted per cell (paper: 2).
             head_channels: Width of the four detection convolutions (paper: 1024), times width_mult.
             head_stride: Stride of the second of them (paper: 2, 448 -> 7 x 7); 1 keeps the resolution of small inputs.
+            head: "fc" (the paper's fully connected layers) or "conv" (a 1x1 convolution per cell of an S x S feature
+                map; trains from scratch where the fully connected head does not, see lit_models.nets.yolo).
+            backbone_stride: 32, or 16 for a step-1 trunk cut at conv4_x / conv5_3.
             hidden: Width of the first fully connected layer (paper: 4096).
             dropout: Dropout after it (paper: 0.5).
             lambda_coord: Weight of the box coordinate errors (paper: 5).
@@ -76,6 +81,8 @@ class YOLOv1(Detector):
             boxes_per_cell=boxes_per_cell,
             head_channels=head_channels,
             head_stride=head_stride,
+            head=head,
+            backbone_stride=backbone_stride,
             hidden=hidden,
             dropout=dropout,
             lambda_coord=lambda_coord,
