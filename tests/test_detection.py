@@ -202,3 +202,25 @@ def test_yolo_refuses_a_data_size_other_than_its_own(shapes_tree, tmp_path):
     args = tiny("yolov1", shapes_tree, "--data.init_args.image_size", "48")
     with pytest.raises(AssertionError, match="data.image_size is 48 but model.image_size is 64"):
         run_cli("fit", *args, "--trainer.max_epochs", "1", cwd=tmp_path)
+
+
+def test_ddp_on_two_cpu_processes_matches_single_process(shapes_tree, tmp_path):
+    args = tiny("yolov1", shapes_tree)
+    ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
+    single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
+    run_cli("fit", *args, *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
+    run_cli("validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("validate", *args, *single, "--ckpt_path", "last", cwd=tmp_path)
+    runs = tmp_path / "runs" / "yolov1_shapes"
+
+    def metric(version: int, key: str) -> float:
+        rows = (runs / f"version_{version}" / "metrics.csv").read_text().splitlines()
+        return float(rows[-1].split(",")[rows[0].split(",").index(key)])
+
+    # 4 val scenes over 2 ranks: mAP gathers every rank's detections and truth, each scene counted once.
+    for key in ("val/map_50", "val/map"):
+        assert metric(1, key) == pytest.approx(metric(2, key), abs=1e-6)
+    run_cli("predict", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    records = json.loads((runs / "version_3" / "predictions" / "detections.json").read_text())
+    test_ids = (shapes_tree / "ImageSets" / "Main" / "test.txt").read_text().split()
+    assert [record["name"] for record in records] == test_ids  # both ranks' images, gathered into one file

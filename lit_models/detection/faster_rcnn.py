@@ -38,6 +38,7 @@ class FasterRCNN(Detector):
         rpn_post_nms_top_n_test: int = 300,
         rpn_batch_size_per_image: int = 256,
         roi_pool: Literal["pool", "align"] = "pool",
+        sampling_ratio: int = 2,
         representation_size: int = 4096,
         box_batch_size_per_image: int = 128,
         box_score_thresh: float = 0.05,
@@ -69,6 +70,7 @@ class FasterRCNN(Detector):
             rpn_post_nms_top_n_test: After NMS, evaluation (paper: 300).
             rpn_batch_size_per_image: Anchors sampled per image for the RPN loss, half positive (paper: 256).
             roi_pool: "pool" (RoI max pooling, the paper) or "align" (RoIAlign, Mask R-CNN's).
+            sampling_ratio: RoIAlign's bilinear samples per bin side (Mask R-CNN: 2; 1 costs a quarter).
             representation_size: Width of the two fully connected head layers (VGG's fc6/fc7: 4096).
             box_batch_size_per_image: RoIs sampled per image for the head's loss, a quarter foreground (128).
             box_score_thresh: Detections below this score are dropped (0.05, as mAP evaluation wants).
@@ -95,6 +97,7 @@ class FasterRCNN(Detector):
             rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
             rpn_batch_size_per_image=rpn_batch_size_per_image,
             roi_pool=roi_pool,
+            sampling_ratio=sampling_ratio,
             representation_size=representation_size,
             box_batch_size_per_image=box_batch_size_per_image,
             box_score_thresh=box_score_thresh,
