@@ -38,3 +38,4 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/digits.py
 	$(BIN)/python benchmarks/segmentation.py
+	$(BIN)/python benchmarks/detection.py

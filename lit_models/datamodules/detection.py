@@ -151,8 +151,9 @@ class DetectionDataModule(AnnotatedImagesDataModule):
     ``num_classes`` (background included) and ``class_names`` are known after ``__init__``. Batches are dicts:
     ``image`` (N x 3 x H x W when the images share one size, else a list of 3 x H x W tensors), ``target`` (one
     dict per image: ``boxes`` N x 4 float xyxy in 0-based pixels, ``labels`` int64 1..K, ``difficult`` and
-    ``iscrowd`` bool, ``image_id`` str, ``orig_size`` (H, W) before transforms), ``name`` and ``path``;
-    prediction batches have no ``target``.
+    ``iscrowd`` bool, ``image_id`` str, ``orig_size`` (H, W) before transforms), ``name``, ``path`` and
+    ``orig_size`` (each image file's H, W, to map predictions back to its pixels); prediction batches have no
+    ``target``.
 
     Bad annotations stop ``setup`` with a DataError naming the file: unparsable XML or JSON, a class name not in
     the class list, a degenerate box (x2 <= x1 or y2 <= y1), a listed image that does not exist. A box that
