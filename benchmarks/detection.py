@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from cli_runs import REPO, all_metrics, describe_checkpoint, fit_and_test, last_metric
 from PIL import Image
-from torchvision.utils import draw_bounding_boxes
 
+from lit_models.callbacks import DetectionWriter
 from lit_models.datamodules.detection import DetectionDataModule
 from lit_models.datamodules.sources.shapes import CLASS_NAMES
 from lit_models.detection import FasterRCNN, YOLOv1
@@ -35,7 +35,6 @@ CONFIGS = {
     "faster_rcnn_shapes": (REPO / "configs" / "detection" / "faster_rcnn_shapes.yaml", FasterRCNN),
     "yolov1_shapes": (REPO / "configs" / "detection" / "yolov1_shapes.yaml", YOLOv1),
 }
-COLOURS = {1: "red", 2: "lime", 3: "cyan"}
 
 
 def run(name: str, save_dir: Path) -> dict:
@@ -83,23 +82,19 @@ def images_per_second(models: dict[str, torch.nn.Module], images: torch.Tensor, 
 
 
 def picture(models: dict[str, torch.nn.Module], images, targets, paths, path: Path, count: int = 6) -> None:
-    """Rows: truth, then each model's detections scoring >= 0.5, on the first test scenes."""
-    rows = [[draw(paths[i], targets[i]["boxes"], targets[i]["labels"]) for i in range(count)]]
+    """Rows: truth, then each model's detections scoring >= 0.5, on the first test scenes, drawn as `predict` draws."""
+    writer = DetectionWriter(draw_score=0.5)
+    rows = [[writer.draw(paths[i], t["boxes"], torch.ones(len(t["boxes"])), t["labels"], CLASS_NAMES)
+             for i, t in enumerate(targets[:count])]]  # fmt: skip
     with torch.inference_mode():
         for model in models.values():
             found = model(images[:count])
-            rows.append([draw(paths[i], f["boxes"], f["labels"], f["scores"]) for i, f in enumerate(found)])
-    tiles = [np.concatenate(row, axis=1) for row in rows]
+            rows.append([writer.draw(paths[i], f["boxes"], f["scores"], f["labels"], CLASS_NAMES)
+                         for i, f in enumerate(found)])  # fmt: skip
+    tiles = [np.concatenate([np.pad(np.array(tile), ((2, 2), (2, 2), (0, 0)), constant_values=255) for tile in row], 1)
+             for row in rows]  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(tiles, axis=0)).save(path)
-
-
-def draw(image_path: str, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor | None = None) -> np.ndarray:
-    image = torch.from_numpy(np.array(Image.open(image_path).convert("RGB"))).permute(2, 0, 1)
-    keep = scores >= 0.5 if scores is not None else torch.ones(len(boxes), dtype=torch.bool)
-    colours = [COLOURS[int(label)] for label in labels[keep]]
-    image = draw_bounding_boxes(image, boxes[keep], colors=colours, width=2)
-    return np.pad(image.permute(1, 2, 0).numpy(), ((2, 2), (2, 2), (0, 0)), constant_values=255)
 
 
 def main() -> None:

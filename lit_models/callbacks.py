@@ -20,6 +20,15 @@ from lit_models.datamodules.files import load_rgb
 from lit_models.datamodules.sources.shapes import voc_palette
 
 
+def image_tensor(path: str) -> torch.Tensor:
+    """The file as 3 x H x W uint8, what torchvision's drawing utilities take."""
+    return torch.from_numpy(np.array(load_rgb(path))).permute(2, 0, 1)
+
+
+# One RGB colour per class index: the PASCAL VOC colour map, so masks and boxes of a class look alike.
+CLASS_COLOURS = [tuple(rgb) for rgb in np.array(voc_palette()).reshape(256, 3).tolist()]
+
+
 class PredictionWriter(BasePredictionWriter):
     """Where predictions go, and the refusal to overwrite what a user already has there."""
 
@@ -105,7 +114,6 @@ class SegmentationWriter(PredictionWriter):
         """
         super().__init__(output, overwrite, write_interval="batch")
         self.palette = voc_palette()
-        self.colours = [tuple(self.palette[3 * i : 3 * i + 3]) for i in range(256)]
         self.count = 0
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -136,12 +144,12 @@ class SegmentationWriter(PredictionWriter):
             self.count += 1
 
     def overlay(self, image_path: str, mask: torch.Tensor) -> Image.Image:
-        image = torch.from_numpy(np.array(load_rgb(image_path))).permute(2, 0, 1)  # 3 x H x W uint8
+        image = image_tensor(image_path)
         present = [int(c) for c in mask.unique() if c != 0]
         if not present:
             return Image.fromarray(image.permute(1, 2, 0).numpy())
         layers = torch.stack([mask == c for c in present])
-        drawn = draw_segmentation_masks(image, layers, alpha=0.5, colors=[self.colours[c] for c in present])
+        drawn = draw_segmentation_masks(image, layers, alpha=0.5, colors=[CLASS_COLOURS[c] for c in present])
         return Image.fromarray(drawn.permute(1, 2, 0).numpy())
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -169,8 +177,6 @@ class DetectionWriter(PredictionWriter):
         super().__init__(output, overwrite, write_interval="batch")
         self.draw_score = draw_score
         self.records: list[dict[str, Any]] = []
-        palette = voc_palette()
-        self.colours = [tuple(palette[3 * i : 3 * i + 3]) for i in range(256)]
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_predict_start(trainer, pl_module)
@@ -201,11 +207,11 @@ class DetectionWriter(PredictionWriter):
                 self.draw(path, boxes, scores, labels, names).save(picture)
 
     def draw(self, image_path: str, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, names: list):
-        image = torch.from_numpy(np.array(load_rgb(image_path))).permute(2, 0, 1)  # 3 x H x W uint8
+        image = image_tensor(image_path)
         keep = scores >= self.draw_score
         if keep.any():
             captions = [f"{names[int(c)]} {s:.2f}" for c, s in zip(labels[keep], scores[keep].tolist(), strict=True)]
-            colours = [self.colours[int(c) % 256] for c in labels[keep]]
+            colours = [CLASS_COLOURS[int(c) % 256] for c in labels[keep]]
             image = draw_bounding_boxes(image, boxes[keep], labels=captions, colors=colours, width=2)
         return Image.fromarray(image.permute(1, 2, 0).numpy())
 

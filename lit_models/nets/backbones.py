@@ -67,8 +67,10 @@ class Trunk(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
 
-    def load_classifier_weights(self, path: str | os.PathLike) -> None:
-        """Copy a classifier's weights (torchvision state dict or lit-models checkpoint, any head size)."""
+    def load_classifier_weights(self, path: str | os.PathLike) -> VGG | ResNet:
+        """Copy a classifier's weights (torchvision state dict or lit-models checkpoint, any head size) into the
+        trunk; return the loaded classifier, whose other layers a detector may also want (VGG's fc6/fc7)."""
         net = classifier(self.name, self.width_mult, self.batch_norm)
         load_weights(net, path, num_classes=1000)
         self.body.load_state_dict(cut(net, self.stride).state_dict())
+        return net

@@ -21,7 +21,6 @@ Deviations from the paper:
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Literal
 
 from torch import Tensor, nn
@@ -30,8 +29,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_pool
 
-from lit_models.nets.backbones import Backbone, Trunk, classifier
-from lit_models.nets.weights import load_weights
+from lit_models.nets.backbones import Backbone, Trunk
 
 POOLED_SIZE = 7  # the RoI grid: VGG-16's pool5 is 7 x 7 at 224 px, so fc6 fits it
 
@@ -119,28 +117,13 @@ class FasterRCNNNet(FasterRCNN):
     def load_backbone(self, path: str | os.PathLike) -> None:
         """Initialise the trunk (and, for VGG-16 with a 4096-wide head, fc6/fc7) from classifier weights."""
         trunk: Trunk = self.backbone
-        trunk.load_classifier_weights(path)
+        vgg = trunk.load_classifier_weights(path)  # the file is read once, for the trunk and the head
         head: TwoMLPHead = self.roi_heads.box_head
-        if trunk.name != "vgg16" or head.fc6.out_features != 4096 or roi_pool_grid(self) != POOLED_SIZE:
+        if trunk.name != "vgg16" or head.fc6.out_features != 4096:
             return
-        vgg = classifier("vgg16", trunk.width_mult, trunk.batch_norm)
-        load_weights(vgg, path, num_classes=1000)
         # fc6 sees the 7x7 pooled conv5_3 exactly as VGG's first Linear sees pool5: the paper copies both.
-        head.load_state_dict(
-            OrderedDict(
-                [
-                    ("fc6.weight", vgg.classifier[0].weight),
-                    ("fc6.bias", vgg.classifier[0].bias),
-                    ("fc7.weight", vgg.classifier[3].weight),
-                    ("fc7.bias", vgg.classifier[3].bias),
-                ]
-            )
-        )
-
-
-def roi_pool_grid(net: FasterRCNN) -> int:
-    pooler = net.roi_heads.box_roi_pool
-    return POOLED_SIZE if isinstance(pooler, RoIMaxPool) else int(pooler.output_size[0])
+        head.fc6.load_state_dict(vgg.classifier[0].state_dict())
+        head.fc7.load_state_dict(vgg.classifier[3].state_dict())
 
 
 def freeze_first_convs(trunk: nn.Module, count: int) -> None:
