@@ -8,12 +8,15 @@ decoding happens in the DataLoader workers, with ``FileDataset``'s error carryin
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torchvision import tv_tensors
+from torchvision.ops import remove_small_boxes
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -34,11 +37,17 @@ from lit_models.datamodules.box_annotations import (
     voc_split,
 )
 from lit_models.datamodules.files import DataError, load_rgb
+from lit_models.datamodules.proposals import ProposalCache, ProposalMode, proposal_stats
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES, read_class_names
 
 Format = Literal["auto", "voc", "coco"]
+ROLES = ("train", "val", "test", "predict")
+# The roles each Trainer entry point reads, so prepare_data computes only their proposals.
+STAGE_ROLES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ transforms, dataset
@@ -60,6 +69,8 @@ def detection_transform(
     20%"), random horizontal flip, resize to image_size x image_size (if
     set), then ``SanitizeBoundingBoxes`` drops boxes under 1 px together with their labels, difficult and iscrowd
     flags. Evaluation: the resize only, no box is dropped. Called with an image only, it transforms the image.
+    Region proposals (``proposals`` in the targets dict, BoundingBoxes) move with the image; those under 1 px
+    after the geometry are dropped.
     """
     geometry: list[v2.Transform] = []
     if train and (tuple(scale_range) != (1.0, 1.0) or translate > 0):
@@ -70,9 +81,7 @@ def detection_transform(
     if image_size:
         geometry.append(v2.Resize((image_size, image_size), antialias=True))
     to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
-    tail: list[v2.Transform] = []
-    if train:
-        tail.append(v2.SanitizeBoundingBoxes(labels_getter=sanitized_fields))
+    tail = [SanitizeTargets()] if train else [DropSmallProposals()]
     return v2.Compose([*geometry, to_float, v2.Normalize(mean, std), *tail])
 
 
@@ -82,22 +91,60 @@ def sanitized_fields(inputs: tuple[Any, dict[str, Any]]) -> tuple[torch.Tensor, 
     return targets["labels"], targets["difficult"], targets["iscrowd"]
 
 
+class DropSmallProposals:
+    """Drops region proposals under 1 px (a zoom can squash them against the border); no-op without proposals."""
+
+    def __call__(self, *inputs: Any) -> Any:
+        if len(inputs) < 2 or "proposals" not in inputs[1]:
+            return inputs if len(inputs) > 1 else inputs[0]
+        image, fields = inputs
+        proposals = fields["proposals"]
+        kept = tv_tensors.wrap(proposals[remove_small_boxes(proposals, 1.0)], like=proposals)
+        return image, {**fields, "proposals": kept}
+
+
+class SanitizeTargets(DropSmallProposals):
+    """``SanitizeBoundingBoxes`` on the ground truth, with the proposals held aside: it would filter every
+    BoundingBoxes in the sample with the ground truth's mask."""
+
+    def __init__(self) -> None:
+        self.sanitize = v2.SanitizeBoundingBoxes(labels_getter=sanitized_fields)
+
+    def __call__(self, image: Any, fields: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        proposals = {"proposals": fields["proposals"]} if "proposals" in fields else {}
+        image, kept = self.sanitize(image, {k: v for k, v in fields.items() if k != "proposals"})
+        return super().__call__(image, {**kept, **proposals})
+
+
 class DetectionDataset(FileDataset):
     """(image, targets, id) samples decoded on access into {"image", "target", "name"} (no target to predict)."""
 
-    def __init__(self, samples: list[Sample], transform: Callable, skip_corrupt: bool) -> None:
+    def __init__(
+        self, samples: list[Sample], transform: Callable, skip_corrupt: bool, proposals: ProposalCache | None = None
+    ) -> None:
         super().__init__(samples, skip_corrupt)
         self.transform = transform
+        self.proposals = proposals
 
     def load(self, sample: Sample) -> dict[str, Any]:
         image_path, targets, image_id = sample
         picture = load_rgb(image_path)
         image = tv_tensors.Image(TF.pil_to_tensor(picture))
-        item: dict[str, Any] = {"name": image_id, "orig_size": (picture.height, picture.width)}
-        if targets is None:
-            item["image"] = self.transform(image).as_subclass(torch.Tensor)
-            return item
         size = (picture.height, picture.width)
+        item: dict[str, Any] = {"name": image_id, "orig_size": size}
+        # Region proposals (R x 4, the file's pixels) are transformed with the image, into the model's pixels.
+        proposals = {}
+        if self.proposals is not None:
+            boxes = torch.from_numpy(self.proposals.load(image_path))
+            proposals["proposals"] = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size)
+        if targets is None:
+            if not proposals:
+                item["image"] = self.transform(image).as_subclass(torch.Tensor)
+                return item
+            image, fields = self.transform(image, proposals)
+            item["image"] = image.as_subclass(torch.Tensor)
+            item["proposals"] = fields["proposals"].as_subclass(torch.Tensor)
+            return item
         if tuple(targets["size"]) != size:
             raise DataError(
                 f"image {image_path} is {size[1]}x{size[0]} pixels but its annotation says "
@@ -108,9 +155,12 @@ class DetectionDataset(FileDataset):
             "labels": torch.from_numpy(targets["labels"]),
             "difficult": torch.from_numpy(targets["difficult"]),
             "iscrowd": torch.from_numpy(targets["iscrowd"]),
+            **proposals,
         }
         image, fields = self.transform(image, fields)
         target = {key: value.as_subclass(torch.Tensor) for key, value in fields.items()}
+        if proposals:
+            item["proposals"] = target.pop("proposals")
         item["image"] = image.as_subclass(torch.Tensor)
         item["target"] = {**target, "image_id": image_id, "orig_size": size}
         return item
@@ -126,6 +176,8 @@ def collate_detection(samples: list[dict[str, Any]]) -> dict[str, Any]:
     batch["image"] = torch.stack(images) if same_size else images
     if "target" in samples[0]:
         batch["target"] = [s["target"] for s in samples]
+    if "proposals" in samples[0]:
+        batch["proposals"] = [s["proposals"] for s in samples]
     batch["name"] = [s["name"] for s in samples]
     batch["orig_size"] = [s["orig_size"] for s in samples]
     return batch
@@ -184,6 +236,10 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         skip_corrupt: bool = False,
         predict_dir: str | None = None,
         cache_dir: str | None = None,
+        proposals: ProposalMode | None = None,
+        max_proposals: int = 2000,
+        proposal_width: int | None = 500,
+        proposal_dir: str | None = None,
     ) -> None:
         """Configure the data.
 
@@ -216,6 +272,14 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             skip_corrupt: Replace undecodable images with the next readable one and log them, instead of stopping.
             predict_dir: Folder of images (any depth) for ``predict``; default: the test split, else val.
             cache_dir: Where the embedded shapes are generated (default $LIT_MODELS_CACHE or ~/.cache/lit_models).
+            proposals: Selective-search region proposals in every batch (``proposals``: R x 4 per image, in the
+                model's pixels), for R-CNN, SPPNet and Fast R-CNN: "fast" or "quality" (Uijlings et al.'s two
+                modes), computed once per image by ``prepare_data`` and cached; None for detectors without them.
+            max_proposals: The first (highest-ranked) proposals kept per image (R-CNN: about 2,000).
+            proposal_width: Images are resized to this width for the search and the boxes scaled back (R-CNN's
+                wrapper: 500 px); None searches the image as it is.
+            proposal_dir: Where the proposal cache lives (default: root/proposals, beside the dataset); one
+                sub-folder per setting.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -226,6 +290,13 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             raise ValueError(f"data.splits maps the roles train, val and test to list names, got {splits}")
         if format not in ("auto", "voc", "coco"):
             raise ValueError(f"format must be 'auto', 'voc' or 'coco', got {format!r}")
+        if proposals not in (None, "fast", "quality"):
+            raise ValueError(f"proposals must be 'fast', 'quality' or null, got {proposals!r}")
+        if max_proposals < 1 or (proposal_width is not None and proposal_width < 16):
+            raise ValueError(
+                f"max_proposals must be >= 1 and proposal_width >= 16 px or null, got {max_proposals} and "
+                f"{proposal_width}"
+            )
         self.annotation_files = {split: Path(path).expanduser() for split, path in (annotations or {}).items()}
         self.image_dirs = {split: Path(path).expanduser() for split, path in (images or {}).items()}
         self._coco_cache: dict[Path, dict[str, Any]] = {}  # the train file, read for its categories, until setup
@@ -250,6 +321,10 @@ class DetectionDataModule(AnnotatedImagesDataModule):
                 self.class_names = self.coco_class_names(class_names)
         self.num_classes = len(self.class_names)
         self.collate_fn = collate_detection
+        self.proposal_cache = None
+        if proposals:
+            folder = Path(proposal_dir).expanduser() if proposal_dir else self.root / "proposals"
+            self.proposal_cache = ProposalCache(folder, self.root, proposals, max_proposals, proposal_width)
 
     def coco_class_names(self, given: list[str] | None) -> list[str]:
         path = self.coco_file("train")
@@ -279,6 +354,46 @@ class DetectionDataModule(AnnotatedImagesDataModule):
     def prepare_data(self) -> None:
         if self.embedded:
             shapes.export_shapes(self.root, shapes.DEFAULT_TRAIN, shapes.DEFAULT_VAL, shapes.DEFAULT_TEST)
+        if self.proposal_cache is not None:
+            # Only the roles this run reads: `fit` does not pay for the test images' proposals.
+            function = self.trainer.state.fn if self.trainer is not None else None
+            self.compute_proposals(STAGE_ROLES.get(getattr(function, "value", function), ROLES))
+
+    def compute_proposals(self, roles: tuple[str, ...] = ("train", "val", "test", "predict")) -> dict[str, Any]:
+        """Compute the missing proposals of the images these roles read, then report their recall.
+
+        Returns {role: ProposalStats} for the annotated roles (logged too): recall at IoU 0.5 bounds every
+        proposal-based detector's recall.
+        """
+        if self.proposal_cache is None:
+            raise ValueError("data.proposals is null: set it to 'fast' or 'quality' to compute region proposals")
+        samples = {role: self.role_samples(role) for role in roles}
+        images = list(dict.fromkeys(str(path) for listed in samples.values() for path, _, _ in listed))
+        # A one-off job that nothing else runs beside (DDP's other ranks wait for it): every core.
+        computed = self.proposal_cache.compute(images, workers=len(os.sched_getaffinity(0)))
+        log.info(
+            "region proposals: %d of %d images computed, the rest read from %s",
+            computed,
+            len(images),
+            self.proposal_cache.directory,
+        )
+        report = {}
+        for role, listed in samples.items():
+            annotated = [(path, targets) for path, targets, _ in listed if targets is not None]
+            if annotated:
+                found = [self.proposal_cache.load(path) for path, _ in annotated]
+                report[role] = proposal_stats(found, [targets["boxes"] for _, targets in annotated])
+                log.info("region proposals, %s: %s", role, report[role])
+        return report
+
+    def role_samples(self, role: str) -> list[Sample]:
+        """What a role reads: its list (val held out of train when absent), or the predict images."""
+        if role == "predict":
+            return self.predict_samples(self.role_samples("val"))
+        listed = self.listed(role)
+        if listed is None and role == "val":
+            return self.split_off_validation(self.listed("train") or [])[1]
+        return listed or []
 
     def transform(self, train: bool) -> Callable:
         hp = self.hparams
@@ -307,6 +422,6 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         self._coco_cache.clear()  # the split lists are built: the parsed JSON is not needed any more
 
     def dataset(self, samples: list[Sample], train: bool = False) -> DetectionDataset:
-        return DetectionDataset(samples, self.transform(train), self.hparams.skip_corrupt)
+        return DetectionDataset(samples, self.transform(train), self.hparams.skip_corrupt, self.proposal_cache)
 
     # The seeded hold-out is the same as segmentation's (it only uses root, val_fraction and split_seed).

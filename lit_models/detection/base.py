@@ -50,10 +50,15 @@ class Detector(TaskModule):
     0.5:0.95), ``map_75`` and ``mar_100``; test adds each class's AP at IoU 0.5 as ``test/ap_50/<class>``.
     ``predict`` returns detections in the pixels of the original image files, which the CLI's writer draws and
     saves as JSON.
+
+    Detectors that classify precomputed region proposals (R-CNN, SPPNet, Fast R-CNN) set ``uses_proposals``:
+    their nets take ``loss(images, targets, proposals)`` and ``predict(images, proposals)``, with the batch's
+    ``proposals`` (R x 4 per image, from ``DetectionDataModule(proposals=...)``).
     """
 
     monitor = "val/map_50"
     prediction_writer = DetectionWriter
+    uses_proposals = False
 
     def __init__(
         self,
@@ -76,12 +81,38 @@ class Detector(TaskModule):
         # VOC's per-class table: AP at IoU 0.5 only (class_metrics reports per class at the given thresholds).
         self.test_class_ap = mean_average_precision(iou_thresholds=[0.5], class_metrics=True)
 
-    def forward(self, images: Tensor | list[Tensor]) -> list[dict[str, Tensor]]:
-        return self.net.predict(images)
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        data = getattr(self.trainer, "datamodule", None)
+        if self.uses_proposals and data is not None and not getattr(data.hparams, "proposals", None):
+            raise ValueError(
+                f"{type(self).__name__} classifies region proposals, but data.proposals is null: set it to 'fast' "
+                "or 'quality' (selective search, computed once and cached by prepare_data)."
+            )
+
+    def forward(self, images: Tensor | list[Tensor], proposals: list[Tensor] | None = None) -> list[dict[str, Tensor]]:
+        return self.net.predict(images, proposals) if self.uses_proposals else self.net.predict(images)
+
+    def proposals(self, batch: Any) -> list[Tensor] | None:
+        """The batch's region proposals, for the detectors that use them (None for the others)."""
+        if not self.uses_proposals:
+            return None
+        found = batch.get("proposals") if isinstance(batch, Mapping) else (batch[2] if len(batch) > 2 else None)
+        if found is None:
+            raise ValueError(
+                f"{type(self).__name__} needs region proposals in every batch (the 'proposals' key): use "
+                "DetectionDataModule with data.proposals set to 'fast' or 'quality'."
+            )
+        return found
+
+    def detect(self, batch: Any) -> list[dict[str, Tensor]]:
+        images, _ = split_detection_batch(batch)
+        return self(images, self.proposals(batch))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = split_detection_batch(batch)
-        parts = self.net.loss(images, targets)
+        extra = [] if not self.uses_proposals else [self.proposals(batch)]
+        parts = self.net.loss(images, targets, *extra)
         loss = torch.stack(list(parts.values())).sum()
         size = len(images)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
@@ -89,12 +120,12 @@ class Detector(TaskModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, targets = split_detection_batch(batch)
-        self.val_map.update(self(images), evaluation_targets(targets))
+        _, targets = split_detection_batch(batch)
+        self.val_map.update(self.detect(batch), evaluation_targets(targets))
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        images, targets = split_detection_batch(batch)
-        detections, truth = self(images), evaluation_targets(targets)
+        _, targets = split_detection_batch(batch)
+        detections, truth = self.detect(batch), evaluation_targets(targets)
         self.test_map.update(detections, truth)
         self.test_class_ap.update(detections, truth)
 
@@ -119,7 +150,7 @@ class Detector(TaskModule):
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         images, _ = split_detection_batch(batch)
         meta = batch if isinstance(batch, Mapping) else {}
-        detections = self(images)
+        detections = self.detect(batch)
         originals = meta.get("orig_size") or [tuple(image.shape[-2:]) for image in images]
         boxes = []
         for image, found, (height, width) in zip(images, detections, originals, strict=True):

@@ -74,3 +74,16 @@ class Trunk(nn.Module):
         load_weights(net, path, num_classes=1000)
         self.body.load_state_dict(cut(net, self.stride).state_dict())
         return net
+
+
+def copy_vgg_fc(net: VGG | ResNet, fc6: nn.Linear, fc7: nn.Linear) -> bool:
+    """Initialise a detector's fc6/fc7 from VGG's first two classifier layers when the shapes agree (a VGG-16
+    with a 4096-wide head whose fc6 sees 7 x 7 x C pooled features, as VGG's sees pool5); return whether it did."""
+    if not isinstance(net, VGG):
+        return False
+    pairs = ((net.classifier[0], fc6), (net.classifier[3], fc7))
+    if any(source.weight.shape != target.weight.shape for source, target in pairs):
+        return False
+    for source, target in pairs:
+        target.load_state_dict(source.state_dict())
+    return True

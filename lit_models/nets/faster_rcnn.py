@@ -29,7 +29,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_pool
 
-from lit_models.nets.backbones import Backbone, Trunk
+from lit_models.nets.backbones import Backbone, Trunk, copy_vgg_fc
 
 POOLED_SIZE = 7  # the RoI grid: VGG-16's pool5 is 7 x 7 at 224 px, so fc6 fits it
 
@@ -117,13 +117,10 @@ class FasterRCNNNet(FasterRCNN):
     def load_backbone(self, path: str | os.PathLike) -> None:
         """Initialise the trunk (and, for VGG-16 with a 4096-wide head, fc6/fc7) from classifier weights."""
         trunk: Trunk = self.backbone
-        vgg = trunk.load_classifier_weights(path)  # the file is read once, for the trunk and the head
+        classifier = trunk.load_classifier_weights(path)  # the file is read once, for the trunk and the head
         head: TwoMLPHead = self.roi_heads.box_head
-        if trunk.name != "vgg16" or head.fc6.out_features != 4096:
-            return
         # fc6 sees the 7x7 pooled conv5_3 exactly as VGG's first Linear sees pool5: the paper copies both.
-        head.fc6.load_state_dict(vgg.classifier[0].state_dict())
-        head.fc7.load_state_dict(vgg.classifier[3].state_dict())
+        copy_vgg_fc(classifier, head.fc6, head.fc7)
 
 
 def freeze_first_convs(trunk: nn.Module, count: int) -> None:

@@ -1,0 +1,169 @@
+"""Train R-CNN, SPPNet and Fast R-CNN on the embedded shapes scenes; compare their test speed and mAP with 2,000
+selective-search proposals per image, beside Faster R-CNN and YOLO v1.
+
+    python benchmarks/proposal_detection.py [--only rcnn_shapes ...] [--step3 RUNS] [--keep RUNS] [--threads 2]
+
+Each configs/detection/{rcnn,sppnet,fast_rcnn}_shapes.yaml runs `lit-models fit`, then `test --ckpt_path best`, in
+fresh processes one at a time, with the configs' proposals (selective search, fast mode, the 128-px scenes as they
+are). Then, in this one process, every best checkpoint runs over the same 100 test scenes with the same proposals:
+selective search in quality mode on the scenes resized to ``--proposal-width`` (384 px: up to 2,000 per image, the
+papers' count), first 2,000 kept. Speed is test images/s at batch 1 (the papers' seconds per image), from the
+normalised image tensor and its proposals to the final boxes, proposals' own computation excluded as the papers
+exclude it; the models alternate over ``--rounds`` passes and the median is quoted. Faster R-CNN and YOLO v1 need
+no proposals; with ``--step3`` (a ``benchmarks/detection.py --keep`` folder) their best checkpoints join the speed
+comparison. Targets (issue: step 4): SPPNet >= 25x and Fast R-CNN >= 100x R-CNN's test images/s, each >= 0.85
+mAP@0.5 on shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from cli_runs import REPO, all_metrics, describe_checkpoint, fit_and_test, last_metric
+
+from lit_models.datamodules.detection import DetectionDataModule
+from lit_models.detection import RCNN, FasterRCNN, FastRCNN, SPPNet, YOLOv1
+from lit_models.detection.base import evaluation_targets, mean_average_precision
+
+CONFIGS = {
+    "rcnn_shapes": RCNN,
+    "sppnet_shapes": SPPNet,
+    "fast_rcnn_shapes": FastRCNN,
+}
+STEP3 = {"faster_rcnn_shapes": FasterRCNN, "yolov1_shapes": YOLOv1}
+# Test-time speed relative to R-CNN in the papers (VGG-16 on VOC 2007 unless said): SPPNet 24-102x (its §4.2,
+# ZF-5: 5 scales to 1 scale); Fast R-CNN 146x (its Table 4: 0.32 s against 47 s per image); Faster R-CNN 0.2 s per
+# image with its proposals (5 fps) and YOLO v1 45 fps, each against R-CNN's 47 s (across papers and GPUs).
+PAPER_SPEEDUP = {
+    "rcnn_shapes": "1x (47 s/image)",
+    "sppnet_shapes": "24-102x",
+    "fast_rcnn_shapes": "146x",
+    "faster_rcnn_shapes": "~235x",
+    "yolov1_shapes": "~2100x",
+}
+
+
+def train(name: str, save_dir: Path) -> dict:
+    fit_seconds, fit_run, test_run = fit_and_test(REPO / "configs" / "detection" / f"{name}.yaml", save_dir)
+    return summary(name, fit_run, test_run, fit_seconds)
+
+
+def reused(folder: Path, name: str) -> dict:
+    """The rows of an earlier --keep run (its fit and test runs) without training again."""
+    runs = sorted((folder / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    return summary(name, runs[0], runs[-1], float("nan"))
+
+
+def summary(name: str, fit_run: Path, test_run: Path, fit_seconds: float) -> dict:
+    about = describe_checkpoint(fit_run)
+    vals = all_metrics(fit_run, "val/map_50")
+    best = max(range(len(vals)), key=vals.__getitem__)
+    return {
+        "config": name,
+        "params": about["params"],
+        "epochs": about["epochs"],
+        "fit_s": fit_seconds,
+        "val_map_50": vals[best],
+        "test_map_50": last_metric(test_run, "test/map_50"),
+        "checkpoint": sorted((fit_run / "checkpoints").glob("best*.ckpt"))[-1],
+    }
+
+
+def test_scenes(width: int) -> tuple[list[dict], dict]:
+    """The 100 test scenes one by one (normalised 128 x 128, truth, proposals), and the proposals' statistics."""
+    data = DetectionDataModule(proposals="quality", proposal_width=width, max_proposals=2000, num_workers=0,
+                               eval_batch_size=1)  # fmt: skip
+    data.prepare_data()
+    stats = data.compute_proposals(("test",))["test"]
+    data.setup("test")
+    return list(data.test_dataloader()), stats
+
+
+def evaluate(models: dict[str, torch.nn.Module], scenes: list[dict], rounds: int) -> dict[str, dict]:
+    """Per model: mAP@0.5 over the scenes (first pass) and the median images/s over rounds, models alternating."""
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    maps = {name: mean_average_precision(iou_thresholds=[0.5]) for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            run_once(model, scenes[0])  # warm-up: allocator, thread pool
+        for round_index in range(rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                found = [run_once(model, scene) for scene in scenes]
+                seconds[name].append(time.perf_counter() - start)
+                if round_index == 0:
+                    for scene, detections in zip(scenes, found, strict=True):
+                        maps[name].update(detections, evaluation_targets(scene["target"]))
+            print(f"round {round_index + 1}: { ({n: round(s[-1], 1) for n, s in seconds.items()}) }", file=sys.stderr)
+    return {
+        name: {
+            "images_s": len(scenes) / statistics.median(seconds[name]),
+            "map_50": float(maps[name].compute()["map_50"]),
+        }
+        for name in models
+    }
+
+
+def run_once(model: torch.nn.Module, scene: dict) -> list[dict]:
+    if getattr(model, "uses_proposals", False):
+        return model(scene["image"], scene["proposals"])
+    return model(scene["image"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", help="config names (stems) to train; default all three")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--keep", type=Path, help="keep the runs (checkpoints, metrics) in this folder")
+    parser.add_argument("--reuse", type=Path, help="a --keep folder of an earlier run: its checkpoints, no training")
+    parser.add_argument("--step3", type=Path, help="benchmarks/detection.py --keep folder (Faster R-CNN, YOLO v1)")
+    parser.add_argument("--proposal-width", type=int, default=384, help="width of the test proposals' search")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the test scenes per model")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        save_dir = args.keep or Path(tmp)
+        for name in (n for n in CONFIGS if not args.only or n in args.only):
+            rows.append(reused(args.reuse, name) if args.reuse else train(name, save_dir))
+            print(f"done {name}: val mAP@0.5 {rows[-1]['val_map_50']:.4f}", file=sys.stderr)
+        models = {row["config"]: CONFIGS[row["config"]].load_from_checkpoint(row["checkpoint"], map_location="cpu")
+                  for row in rows}  # fmt: skip
+        for name, module in STEP3.items():
+            found = sorted(args.step3.glob(f"{name}/version_0/checkpoints/best*.ckpt")) if args.step3 else []
+            if found:
+                models[name] = module.load_from_checkpoint(found[-1], map_location="cpu")
+        scenes, stats = test_scenes(args.proposal_width)
+        results = evaluate({name: model.eval() for name, model in models.items()}, scenes, args.rounds)
+
+    print(f"\nEmbedded shapes scenes (4,000 train / 100 val / 100 test, 128x128), {os.cpu_count()} CPU cores, "
+          f"torch {torch.__version__}. Test proposals: selective search, quality mode at {args.proposal_width} px "
+          f"wide, {stats.mean_proposals:.0f} per image on average, recall@0.5 {stats.recall_50:.3f}.\n")  # fmt: skip
+    print(
+        "| model | params | epochs | fit (s) | val mAP@0.5 | test mAP@0.5, config's proposals | "
+        "test mAP@0.5, 2,000 proposals | test images/s (batch 1) | x R-CNN | papers: x R-CNN |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    base = results.get("rcnn_shapes", {}).get("images_s")
+    trained = {row["config"]: row for row in rows}
+    for name, result in results.items():
+        row = trained.get(name)
+        cells = [f"{row['params']:,}", str(row["epochs"]), f"{row['fit_s']:.0f}", f"{row['val_map_50']:.3f}",
+                 f"{row['test_map_50']:.3f}"] if row else ["", "", "", "step 3", "step 3"]  # fmt: skip
+        ratio = f"{result['images_s'] / base:.0f}x" if base else ""
+        print(
+            f"| {name} | {' | '.join(cells)} | {result['map_50']:.3f} | {result['images_s']:.2f} | {ratio} | "
+            f"{PAPER_SPEEDUP[name]} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""R-CNN (Girshick, Donahue, Darrell & Malik, CVPR 2014, "Rich feature hierarchies for accurate object detection
+and semantic segmentation").
+
+Every region proposal is warped, with ``context_padding`` pixels of image context around it in the warped frame
+(Appendix A, "warp" with p = 16), to a fixed ``warp_size`` square and run through the whole CNN; pool5 features
+feed fc6/fc7, whose output the per-class linear SVMs score, and class-specific box regressors refine the proposal
+from pool5 (Appendix C). Training is the paper's in stages (§2.3): the CNN is fine-tuned with a softmax over
+warped proposals (foreground at IoU >= 0.5, the rest background), then frozen while the SVMs (positives: the
+ground-truth boxes; negatives: proposals under IoU 0.3 with every box of the class) and the box regressors
+(proposals over IoU 0.6) are trained. :mod:`lit_models.nets.region_heads` holds the shared parts and how the SVM
+stage is done online.
+
+The warp is ``torchvision.ops.roi_align`` with one bilinear sample per output pixel (``aligned=True``): a bilinear
+resize of the window without antialiasing, as the paper's image warp; a window of exactly ``warp_size`` pixels is
+copied unchanged. Parts of the window outside the image come back as 0 — in a normalised image the mean colour,
+which the paper fills in (Appendix A) — except for the first pixel outside, which repeats the border (RoIAlign's
+bilinear clamp).
+
+Deviations from the paper:
+
+* The CNN is a step-1 classifier's whole convolutional part (VGG-16's pool5 kept, or a ResNet), then an adaptive
+  max pool to ``pool_size`` x ``pool_size`` (identity for VGG-16 at 224 px: exactly pool5). The paper's networks
+  are AlexNet at 227 px (its "T-Net") and VGG-16 at 224 ("O-Net").
+* The SVMs and box regressors are trained by SGD in the training loop (region_heads), not from a feature cache.
+* ``rois_per_image`` windows per image and step (default 64: the paper's 128-window mini-batch with 2 images per
+  batch), of which ``fg_fraction`` (a quarter, the paper's 32 of 128) foreground; the paper samples the 128
+  uniformly over all images' windows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from lit_models.nets.backbones import Backbone, Trunk
+from lit_models.nets.region_heads import RegionDetectorNet, check_args
+
+
+def context_windows(boxes: Tensor, warp_size: int, padding: int) -> Tensor:
+    """R x 4 boxes -> R x 4 windows around them: once a window is warped to ``warp_size``, the box fills all
+    but ``padding`` pixels on each side (side s -> s * warp_size / (warp_size - 2 padding), same centre)."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # R x 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * (warp_size / (warp_size - 2 * padding))  # R x 2
+    return torch.cat([centres - half, centres + half], 1)
+
+
+def warp(image: Tensor, boxes: Tensor, warp_size: int, padding: int) -> Tensor:
+    """3 x H x W image, R x 4 boxes -> R x 3 x warp_size x warp_size crops with context (module docstring)."""
+    windows = context_windows(boxes, warp_size, padding)
+    return roi_align(image[None], [windows], warp_size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
+
+
+class RCNNNet(RegionDetectorNet):
+    """Warped proposals -> whole CNN -> pool5 -> fc6/fc7 -> SVMs (and softmax for fine-tuning); box regression
+    from pool5. Staged training: ``self.stage`` is "finetune" or "svm"."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: Backbone = "vgg16",
+        width_mult: float = 1.0,
+        batch_norm: bool = False,
+        frozen_layers: int = 0,
+        warp_size: int = 224,
+        context_padding: int = 16,
+        pool_size: int = 7,
+        representation_size: int = 4096,
+        dropout: float = 0.5,
+        rois_per_image: int = 64,
+        fg_fraction: float = 0.25,
+        fg_iou: float = 0.5,
+        svm_neg_iou: float = 0.3,
+        box_reg_iou: float = 0.6,
+        crop_batch_size: int = 128,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.3,
+        detections_per_img: int = 100,
+    ) -> None:
+        """Build the network.
+
+        Args:
+            num_classes: Classes including the background (21 for PASCAL VOC).
+            backbone: "vgg16" or "resnet18/34/50/101": its whole convolutional part (stride 32).
+            width_mult: Channel multiplier of the CNN (a size knob for tests and CPUs).
+            batch_norm: VGG-16 with BatchNorm (ResNets always have it).
+            frozen_layers: First convolutions kept fixed.
+            warp_size: Side of the square each proposal is warped to (VGG-16: 224; the paper's AlexNet: 227).
+            context_padding: Pixels of context around the proposal in the warped frame (paper: 16).
+            pool_size: The CNN's output is max-pooled to this square before fc6 (7: VGG-16's pool5 at 224 px).
+            representation_size: Width of fc6 and fc7 (4096).
+            dropout: Dropout after fc6 and fc7 (0.5).
+            rois_per_image: Proposals sampled per image and step (64: the paper's 128 over 2 images).
+            fg_fraction: Largest share of foreground in fine-tuning (0.25: the paper's 32 of 128).
+            fg_iou: Fine-tuning: foreground from this IoU with a ground-truth box, background below (0.5).
+            svm_neg_iou: A proposal is an SVM negative for a class under this IoU with all its boxes (0.3).
+            box_reg_iou: Proposals from this IoU with a ground-truth box train its class's regressor (0.6).
+            crop_batch_size: Warped proposals per CNN forward: bounds the memory of inference, not its results.
+            score_thresh: Detections scoring below this are dropped (0.05).
+            nms_thresh: IoU of per-class NMS (0.3).
+            detections_per_img: Most detections returned per image (100).
+        """
+        check_args("RCNNNet", [
+            ("warp_size", warp_size, warp_size >= 32, ">= 32 (the CNN's stride)"),
+            ("context_padding", context_padding, 0 <= 2 * context_padding < warp_size, "in [0, warp_size / 2)"),
+            ("pool_size", pool_size, pool_size >= 1, ">= 1"),
+            ("crop_batch_size", crop_batch_size, crop_batch_size >= 1, ">= 1"),
+        ])  # fmt: skip
+        trunk = Trunk(backbone, width_mult, batch_norm, stride=32)
+        super().__init__(
+            num_classes,
+            trunk,
+            pooled_size=trunk.out_channels * pool_size**2,
+            scheme="staged",
+            frozen_layers=frozen_layers,
+            representation_size=representation_size,
+            dropout=dropout,
+            rois_per_image=rois_per_image,
+            fg_fraction=fg_fraction,
+            fg_iou=fg_iou,
+            bg_iou=(0.0, fg_iou),  # R-CNN §2.3: every proposal under the foreground IoU is background
+            svm_neg_iou=svm_neg_iou,
+            box_reg_iou=box_reg_iou,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
+        self.warp_size, self.context_padding, self.crop_batch_size = warp_size, context_padding, crop_batch_size
+        self.pool = nn.AdaptiveMaxPool2d(pool_size)
+
+    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
+        """sum(R_i) x C * pool_size^2: pool5 of every warped RoI, ``crop_batch_size`` crops per CNN forward."""
+        features = []
+        for image, boxes in zip(images, rois, strict=True):
+            for chunk in boxes.split(self.crop_batch_size):
+                if len(chunk):
+                    crops = warp(image, chunk, self.warp_size, self.context_padding)  # B x 3 x 224 x 224
+                    features.append(self.pool(self.trunk(crops)).flatten(1))  # B x 512*7*7
+        if not features:
+            return images[0].new_zeros(0, self.pooled_size)
+        return torch.cat(features)

@@ -1,0 +1,398 @@
+"""What R-CNN, SPPNet and Fast R-CNN share: precomputed region proposals in, per-RoI features through fc6/fc7, and
+either Fast R-CNN's joint softmax + box regression or R-CNN's stages (softmax fine-tuning, then SVMs and box
+regressors on the frozen features).
+
+Girshick, Donahue, Darrell & Malik, "Rich feature hierarchies for accurate object detection and semantic
+segmentation", CVPR 2014 (R-CNN); He, Zhang, Ren & Sun, "Spatial Pyramid Pooling in Deep Convolutional Networks for
+Visual Recognition", ECCV 2014 (SPPNet); Girshick, "Fast R-CNN", ICCV 2015.
+
+A subclass turns images and RoIs into per-RoI features (:meth:`RegionDetectorNet.pooled`: warped crops through the
+whole CNN, or pooling from one feature map per image); everything else is here. IoU, pooling, NMS and the box
+coding are torchvision's (``torchvision.ops``, ``torchvision.models.detection._utils``).
+
+Deviations from the papers, common to the three nets:
+
+* Box deltas are coded with weights (10, 10, 5, 5), i.e. divided by 0.1 / 0.2: Fast R-CNN's normalisation of the
+  regression targets by their standard deviation, as fixed constants.
+* RoIs are sampled per image (``rois_per_image``, ``fg_fraction`` foreground); R-CNN samples its 128-window
+  mini-batch uniformly over all the images' windows.
+* The staged scheme (R-CNN §2.3, Appendix B-C; SPPNet §4) trains its SVMs and box regressors online, by SGD inside
+  the training loop, not with liblinear and closed-form ridge regression over a feature cache:
+
+  - SVM loss: for each foreground class c, the mean hinge ``relu(1 - s_c)`` of its positives (the ground-truth
+    boxes of class c only, as in the paper) plus the mean ``relu(1 + s_c)`` of its negatives (sampled proposals
+    under ``svm_neg_iou`` with every box of class c), summed over classes and divided by their number. Only
+    negatives inside the margin count, so SGD over randomly sampled proposals is the online counterpart of the
+    paper's hard-negative mining. The L2 penalty of the SVMs is the optimizer's weight decay.
+  - Box regressors: squared loss (ridge regression's; its L2 penalty again the weight decay) of the
+    class-specific deltas predicted from the pooled features, for proposals at IoU >= ``box_reg_iou`` with a
+    ground-truth box (targets to that box).
+  - The proposals of a step: ``rois_per_image`` per image, with up to ``fg_fraction`` of them at IoU >=
+    ``box_reg_iou`` (the regressors' examples, which random sampling would rarely draw) and the rest at random.
+  - Test scores are ``sigmoid(svm(fc7))``: the sigmoid keeps the SVMs' ranking and maps their decision boundary
+    to 0.5, so ``score_thresh`` keeps its meaning. Until the SVM stage has run (``svm_trained``), the softmax of
+    the fine-tuned classifier scores the unregressed proposals, so validation during fine-tuning is meaningful.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+
+from lit_models.nets.backbones import Trunk, copy_vgg_fc
+from lit_models.nets.faster_rcnn import freeze_first_convs
+
+BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation: std 0.1 (centre), 0.2 (size)
+MIN_BOX_SIZE = 1e-2  # torchvision's RoIHeads: drop degenerate detections
+
+
+def check_args(owner: str, rules: list[tuple[str, Any, bool, str]]) -> None:
+    """Raise ValueError for the first ``(name, value, ok, rule)`` that is not ok."""
+    for name, value, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"{owner} {name} must be {rule}, got {value!r}")
+
+
+def label_proposals(
+    boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, fg_iou: float, bg_iou: tuple[float, float]
+) -> tuple[Tensor, Tensor]:
+    """R boxes vs G ground-truth boxes -> (labels R: the best box's class at IoU >= fg_iou, 0 (background) in
+    [bg_iou[0], bg_iou[1]), -1 (ignored) otherwise; matched R: index of the best ground-truth box, 0 if G = 0)."""
+    if len(gt_boxes):
+        best_iou, matched = box_iou(boxes, gt_boxes).max(1)  # R, R
+    else:  # no object: every box has IoU 0
+        best_iou = boxes.new_zeros(len(boxes))
+        matched = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
+    labels = torch.full_like(matched, -1)
+    labels[(best_iou >= bg_iou[0]) & (best_iou < bg_iou[1])] = 0
+    foreground = best_iou >= fg_iou
+    labels[foreground] = gt_labels[matched[foreground]]
+    return labels, matched
+
+
+def class_max_iou(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_classes: int) -> Tensor:
+    """R x num_classes: each box's highest IoU with the ground-truth boxes of each class (0 without any)."""
+    iou = box_iou(boxes, gt_boxes)  # R x G
+    classes = gt_labels.expand(len(boxes), -1)  # R x G
+    return iou.new_zeros(len(boxes), num_classes).scatter_reduce_(1, classes, iou, "amax")
+
+
+def svm_hinge_loss(pos_scores: Tensor, pos_labels: Tensor, neg_scores: Tensor, negative: Tensor) -> Tensor:
+    """One-vs-rest linear SVMs' hinge loss (module docstring), averaged over the foreground classes.
+
+    Args:
+        pos_scores: P x K scores of the positives (ground-truth boxes).
+        pos_labels: P classes of the positives, in 1..K-1.
+        neg_scores: M x K scores of the sampled proposals.
+        negative: M x K bool, whether each proposal is a negative for each class.
+    """
+    num_classes = pos_scores.shape[1]
+    pos_hinge = F.relu(1 - pos_scores.gather(1, pos_labels[:, None]))[:, 0]  # P
+    pos_sum = pos_scores.new_zeros(num_classes).index_add(0, pos_labels, pos_hinge)  # K
+    pos_count = torch.bincount(pos_labels, minlength=num_classes).clamp(min=1)  # a class without positives adds 0
+    neg_hinge = F.relu(1 + neg_scores) * negative  # M x K
+    per_class = pos_sum / pos_count + neg_hinge.sum(0) / negative.sum(0).clamp(min=1)  # K
+    return per_class[1:].sum() / (num_classes - 1)
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """No gradient, and eval mode (BN running statistics used and kept, no dropout) for every submodule; each
+    submodule's own mode is restored afterwards."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class RegionDetectorNet(nn.Module):
+    """Trunk -> per-RoI features (``pooled``, by the subclass) -> fc6/fc7 -> class scores and class-specific boxes.
+
+    ``loss(images, targets, proposals)`` returns the loss parts; ``predict(images, proposals)`` the detections.
+    ``scheme="joint"``: Fast R-CNN. ``scheme="staged"``: R-CNN's stages, chosen by ``self.stage`` ("finetune" or
+    "svm"), which the training loop sets.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        trunk: Trunk,
+        pooled_size: int,
+        scheme: Literal["joint", "staged"],
+        frozen_layers: int = 0,
+        representation_size: int = 4096,
+        dropout: float = 0.5,
+        rois_per_image: int = 64,
+        fg_fraction: float = 0.25,
+        fg_iou: float = 0.5,
+        bg_iou: tuple[float, float] = (0.1, 0.5),
+        box_loss_weight: float = 1.0,
+        svm_neg_iou: float = 0.3,
+        box_reg_iou: float = 0.6,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.3,
+        detections_per_img: int = 100,
+    ) -> None:
+        """Build the head on a trunk.
+
+        Args:
+            num_classes: Classes including the background (label 0); targets' labels are 1..num_classes-1.
+            trunk: The convolutional trunk the subclass pools from.
+            pooled_size: D_pool, the length of one RoI's feature vector from :meth:`pooled` (fc6's input).
+            scheme: "joint" (Fast R-CNN: softmax and box regression together) or "staged" (R-CNN: softmax
+                fine-tuning, then SVMs and box regressors on the frozen features).
+            frozen_layers: First convolutions of the trunk kept fixed (their batch norms too).
+            representation_size: Width of fc6 and fc7 (4096).
+            dropout: Dropout after fc6 and fc7 (0.5).
+            rois_per_image: RoIs sampled per image and step.
+            fg_fraction: Largest share of foreground among them.
+            fg_iou: IoU with a ground-truth box from which a proposal is foreground (softmax training).
+            bg_iou: IoU range [low, high) of background proposals in softmax training; others are ignored.
+            box_loss_weight: Weight of the joint scheme's box regression loss (Fast R-CNN's lambda).
+            svm_neg_iou: Staged: a proposal is an SVM negative for a class under this IoU with all its boxes.
+            box_reg_iou: Staged: proposals at this IoU with a ground-truth box train its class's box regressor.
+            score_thresh: Detections scoring below this are dropped.
+            nms_thresh: IoU of per-class NMS at test.
+            detections_per_img: Most detections returned per image.
+        """
+        name = type(self).__name__
+        check_args(name, [
+            ("num_classes", num_classes, num_classes >= 2, ">= 2 (it counts the background too)"),
+            ("scheme", scheme, scheme in ("joint", "staged"), "'joint' or 'staged'"),
+            ("representation_size", representation_size, representation_size >= 1, ">= 1"),
+            ("dropout", dropout, 0 <= dropout <= 1, "in [0, 1]"),
+            ("rois_per_image", rois_per_image, rois_per_image >= 1, ">= 1"),
+            ("fg_fraction", fg_fraction, 0 < fg_fraction <= 1, "in (0, 1]"),
+            ("fg_iou", fg_iou, 0 < fg_iou <= 1, "in (0, 1]"),
+            ("bg_iou", bg_iou, len(bg_iou) == 2 and 0 <= bg_iou[0] < bg_iou[1] <= fg_iou,
+             f"a range [low, high) with 0 <= low < high <= fg_iou ({fg_iou})"),
+            ("box_loss_weight", box_loss_weight, box_loss_weight >= 0, ">= 0"),
+            ("svm_neg_iou", svm_neg_iou, 0 < svm_neg_iou <= 1, "in (0, 1]"),
+            ("box_reg_iou", box_reg_iou, 0 < box_reg_iou <= 1, "in (0, 1]"),
+            ("score_thresh", score_thresh, 0 <= score_thresh <= 1, "in [0, 1]"),
+            ("nms_thresh", nms_thresh, 0 <= nms_thresh <= 1, "in [0, 1]"),
+            ("detections_per_img", detections_per_img, detections_per_img >= 1, ">= 1"),
+        ])  # fmt: skip
+        super().__init__()
+        freeze_first_convs(trunk, frozen_layers)
+        self.num_classes, self.scheme, self.pooled_size = num_classes, scheme, pooled_size
+        self.fg_iou, self.bg_iou, self.box_loss_weight = fg_iou, tuple(bg_iou), box_loss_weight
+        self.svm_neg_iou, self.box_reg_iou = svm_neg_iou, box_reg_iou
+        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        self.sampler = BalancedPositiveNegativeSampler(rois_per_image, fg_fraction)
+        self.box_coder = BoxCoder(weights=BOX_CODER_WEIGHTS)
+
+        self.trunk = trunk
+        self.head = nn.Sequential(OrderedDict([
+            ("fc6", nn.Linear(pooled_size, representation_size)),  # R x D_pool -> R x 4096
+            ("relu6", nn.ReLU(inplace=True)),
+            ("drop6", nn.Dropout(dropout)),
+            ("fc7", nn.Linear(representation_size, representation_size)),
+            ("relu7", nn.ReLU(inplace=True)),
+            ("drop7", nn.Dropout(dropout)),
+        ]))  # fmt: skip
+        self.cls_score = nn.Linear(representation_size, num_classes)
+        # Fast R-CNN §2.3: the new layers start from N(0, 0.01) (classifier) and N(0, 0.001) (box regression).
+        init_linear(self.cls_score, 0.01)
+        if scheme == "joint":
+            self.bbox_pred = nn.Linear(representation_size, 4 * num_classes)  # class-specific; background's unused
+            init_linear(self.bbox_pred, 0.001)
+        else:
+            self.stage: Literal["finetune", "svm"] = "finetune"
+            self.svm = nn.Linear(representation_size, num_classes)  # one linear SVM per class on fc7; 0 unused
+            self.box_regressor = nn.Linear(pooled_size, 4 * num_classes)  # R-CNN regresses from pool5
+            init_linear(self.svm, 0.01)
+            init_linear(self.box_regressor, 0.001)
+            self.register_buffer("svm_trained", torch.tensor(False))
+
+    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
+        """sum(R_i) x D_pool: each RoI's features before fc6 (RoIs in input pixels, image by image)."""
+        raise NotImplementedError
+
+    def trunk_maps(self, images: Tensor | list[Tensor]) -> list[Tensor]:
+        """The trunk once per image -> C x h x w maps; one batched pass when the images share a size."""
+        if isinstance(images, Tensor):
+            return list(self.trunk(images))
+        if len({tuple(image.shape) for image in images}) == 1:
+            return list(self.trunk(torch.stack(images)))
+        return [self.trunk(image[None])[0] for image in images]
+
+    def load_backbone(self, path: str | os.PathLike) -> None:
+        """Initialise the trunk from classifier weights, and fc6/fc7 from VGG-16's when their shapes agree
+        (a 4096-wide head on 7 x 7 x 512 pooled features, as VGG's fc6 sees pool5; the R-CNN and Fast R-CNN
+        papers copy them)."""
+        copy_vgg_fc(self.trunk.load_classifier_weights(path), self.head.fc6, self.head.fc7)
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def loss(self, images: Tensor | list[Tensor], targets: list[dict], proposals: list[Tensor]) -> dict[str, Tensor]:
+        """The loss parts (train mode): joint or fine-tuning {"loss_classifier"[, "loss_box_reg"]}, SVM stage
+        {"loss_svm", "loss_box_reg"}."""
+        proposals = self.check_inputs(images, proposals, targets)
+        targets = [
+            {"boxes": t["boxes"].to(p).reshape(-1, 4), "labels": t["labels"].to(p.device, torch.int64)}
+            for t, p in zip(targets, proposals, strict=True)
+        ]
+        if self.scheme == "joint":
+            return self.softmax_loss(images, targets, proposals)
+        if self.stage not in ("finetune", "svm"):
+            raise ValueError(f"{type(self).__name__}.stage must be 'finetune' or 'svm', got {self.stage!r}")
+        loss = self.softmax_loss if self.stage == "finetune" else self.svm_loss
+        return loss(images, targets, proposals)
+
+    def sample_rois(
+        self, boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, fg_iou: float, bg_iou: tuple[float, float]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Label one image's boxes and sample ``rois_per_image`` -> (boxes S x 4, labels S, regression targets
+        S x 4 towards each box's best ground-truth box)."""
+        labels, matched = label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou)
+        positive, negative = self.sampler([labels])
+        keep = torch.where(positive[0] | negative[0])[0]
+        boxes, labels, matched = boxes[keep], labels[keep], matched[keep]
+        if not len(gt_boxes):
+            return boxes, labels, torch.zeros_like(boxes)
+        return boxes, labels, self.box_coder.encode_single(gt_boxes[matched], boxes)
+
+    def softmax_loss(self, images: Tensor | list[Tensor], targets: list[dict], proposals: list[Tensor]) -> dict:
+        """Fast R-CNN's multi-task loss (Eq. 1), or R-CNN's fine-tuning (its classification term alone)."""
+        rois, labels, deltas = [], [], []
+        for boxes, target in zip(proposals, targets, strict=True):
+            gt_boxes, gt_labels = target["boxes"], target["labels"]
+            boxes = torch.cat([boxes, gt_boxes])  # both papers add the ground-truth boxes to the training RoIs
+            sampled = self.sample_rois(boxes, gt_boxes, gt_labels, self.fg_iou, self.bg_iou)
+            for collected, value in zip((rois, labels, deltas), sampled, strict=True):
+                collected.append(value)
+        labels = torch.cat(labels)  # S
+        features = self.head(self.pooled(images, rois))  # S x 4096
+        count = max(len(labels), 1)
+        parts = {"loss_classifier": F.cross_entropy(self.cls_score(features), labels, reduction="sum") / count}
+        if self.scheme == "joint":
+            predicted, wanted = foreground_deltas(self.bbox_pred(features), labels, torch.cat(deltas))  # F x 4
+            box_loss = F.smooth_l1_loss(predicted, wanted, beta=1.0, reduction="sum")
+            parts["loss_box_reg"] = self.box_loss_weight * box_loss / count
+        return parts
+
+    def svm_loss(self, images: Tensor | list[Tensor], targets: list[dict], proposals: list[Tensor]) -> dict:
+        """Staged SVM stage: hinge loss of the SVMs on fc7 and squared loss of the box regressors on pool5, the
+        trunk and fc6/fc7 frozen."""
+        rois, is_gt, reg_labels, reg_deltas, negative = [], [], [], [], []
+        for boxes, target in zip(proposals, targets, strict=True):
+            gt_boxes, gt_labels = target["boxes"], target["labels"]
+            # Foreground here: the box regressors' examples; the rest are random proposals.
+            regression_iou = (self.box_reg_iou, (0.0, self.box_reg_iou))
+            boxes, labels, deltas = self.sample_rois(boxes, gt_boxes, gt_labels, *regression_iou)
+            rois.append(torch.cat([gt_boxes, boxes]))  # the ground-truth boxes are the SVMs' positives
+            is_gt.append(torch.arange(len(rois[-1]), device=boxes.device) < len(gt_boxes))
+            reg_labels.append(labels)
+            reg_deltas.append(deltas)
+            negative.append(class_max_iou(boxes, gt_boxes, gt_labels, self.num_classes) < self.svm_neg_iou)
+        with evaluating(self.trunk, self.head):
+            pooled = self.pooled(images, rois)  # S x D_pool
+            features = self.head(pooled)  # S x 4096
+        is_gt = torch.cat(is_gt)
+        scores = self.svm(features)  # S x K
+        gt_labels = torch.cat([t["labels"] for t in targets])
+        loss_svm = svm_hinge_loss(scores[is_gt], gt_labels, scores[~is_gt], torch.cat(negative))
+        outputs = self.box_regressor(pooled[~is_gt])  # M x 4K; pooled has no gradient: only the regressor trains
+        predicted, wanted = foreground_deltas(outputs, torch.cat(reg_labels), torch.cat(reg_deltas))  # F x 4
+        loss_box_reg = F.mse_loss(predicted, wanted, reduction="sum") / max(predicted.numel(), 1)
+        self.svm_trained.fill_(True)
+        return {"loss_svm": loss_svm, "loss_box_reg": loss_box_reg}
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    def predict(self, images: Tensor | list[Tensor], proposals: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Per image: boxes (D x 4 xyxy, input pixels), scores (D) and labels (D, 1..K) after per-class NMS.
+
+        Runs in eval mode (restored afterwards); the caller provides ``torch.no_grad()``.
+        """
+        proposals = self.check_inputs(images, proposals)
+        rois = torch.cat(proposals)  # R x 4
+        with evaluating(self):  # no dropout, BN running statistics; no_grad is the caller's anyway
+            pooled = self.pooled(images, proposals)  # R x D_pool
+            features = self.head(pooled)  # R x 4096
+            if self.scheme == "staged" and bool(self.svm_trained):
+                scores = torch.sigmoid(self.svm(features))
+                boxes = self.decode(self.box_regressor(pooled), rois)
+            elif self.scheme == "staged":  # fine-tuned softmax on the unregressed proposals
+                scores = F.softmax(self.cls_score(features), -1)
+                boxes = rois[:, None].expand(-1, self.num_classes, 4)
+            else:
+                scores = F.softmax(self.cls_score(features), -1)
+                boxes = self.decode(self.bbox_pred(features), rois)
+        counts = [len(p) for p in proposals]
+        sizes = image_sizes(images)
+        return [
+            self.postprocess(b, s, size)
+            for b, s, size in zip(boxes.split(counts), scores.split(counts), sizes, strict=True)
+        ]
+
+    def decode(self, deltas: Tensor, rois: Tensor) -> Tensor:
+        """R x 4K class-specific deltas relative to R x 4 RoIs -> R x K x 4 boxes."""
+        return self.box_coder.decode_single(deltas, rois).view(len(rois), self.num_classes, 4)
+
+    def postprocess(self, boxes: Tensor, scores: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
+        """R x K x 4 boxes and R x K scores of one image -> its detections (torchvision RoIHeads' order)."""
+        boxes = clip_boxes_to_image(boxes, size)
+        labels = torch.arange(self.num_classes, device=scores.device).expand_as(scores)
+        boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+        keep = torch.where(scores > self.score_thresh)[0]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = remove_small_boxes(boxes, MIN_BOX_SIZE)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]  # by score
+        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+    def check_inputs(
+        self, images: Tensor | list[Tensor], proposals: list[Tensor] | None, targets: list[dict] | None = None
+    ) -> list[Tensor]:
+        """Validate the batch; return the proposals as R_i x 4 tensors of the images' dtype and device."""
+        name, count = type(self).__name__, len(images)
+        if proposals is None or len(proposals) != count:
+            got = None if proposals is None else len(proposals)
+            raise ValueError(f"{name} needs one proposals tensor (R x 4) per image: {count} images, got {got}")
+        if targets is not None and len(targets) != count:
+            raise ValueError(f"{name} needs one target per image: {count} images, got {len(targets)}")
+        reference = images if isinstance(images, Tensor) else images[0]
+        checked = []
+        for boxes in proposals:
+            boxes = torch.as_tensor(boxes).to(device=reference.device, dtype=reference.dtype)
+            boxes = boxes.reshape(0, 4) if boxes.numel() == 0 else boxes
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise ValueError(f"{name} proposals must be R x 4 (xyxy), got shape {tuple(boxes.shape)}")
+            checked.append(boxes)
+        for target in targets or []:
+            labels = target["labels"]
+            if labels.numel() and not 1 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+                raise ValueError(f"{name} target labels must be in 1..{self.num_classes - 1}, got {labels.tolist()}")
+        return checked
+
+
+def foreground_deltas(outputs: Tensor, labels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """R x 4K class-specific deltas, R labels, R x 4 targets -> the F x 4 deltas of each foreground RoI's own
+    class and its F x 4 targets."""
+    fg = torch.where(labels > 0)[0]
+    return outputs.view(len(labels), outputs.shape[1] // 4, 4)[fg, labels[fg]], targets[fg]
+
+
+def init_linear(layer: nn.Linear, std: float) -> None:
+    nn.init.normal_(layer.weight, std=std)
+    nn.init.zeros_(layer.bias)
+
+
+def image_sizes(images: Tensor | list[Tensor]) -> list[tuple[int, int]]:
+    return [(int(image.shape[-2]), int(image.shape[-1])) for image in images]

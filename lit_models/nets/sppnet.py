@@ -1,0 +1,113 @@
+"""SPPNet for detection (He, Zhang, Ren & Sun, ECCV 2014, "Spatial Pyramid Pooling in Deep Convolutional Networks
+for Visual Recognition", §4).
+
+The convolutional layers run once per image, at the image's own size; each proposal's window on the conv5 map is
+max-pooled by a spatial pyramid of n x n bins for n in ``pyramid_levels`` (the paper's detection pyramid
+{6x6, 3x3, 2x2, 1x1}: 50 bins), and the concatenated C * sum(n^2) vector feeds fc6/fc7. The pyramid is
+``torchvision.ops.roi_pool`` once per level: RoI max pooling into n x n bins of the window is one level of spatial
+pyramid pooling. Training follows R-CNN's stages, as the paper does (fine-tuning, then SVMs on fc7 and box
+regression on the pooled conv5 features); :mod:`lit_models.nets.region_heads` holds them.
+
+Deviations from the paper:
+
+* Window projection: the paper maps a window's corners to the feature map as floor(x/S) + 1 (left/top) and
+  ceil(x/S) - 1 (right/bottom), S the stride; ``roi_pool`` rounds both corners (round(x/S)), so a window can
+  cover one more cell on each side.
+* The paper fine-tunes only the fully connected layers (its conv layers are the pretrained ZF-5's, fixed);
+  here ``frozen_layers`` decides (freezing every convolution gives the paper's).
+* Single scale: the image at the size the DataModule gives it; the paper also tests over 5 scales, choosing per
+  window the scale at which it is closest to 224 x 224 pixels.
+* The trunk is a step-1 classifier cut at stride 16 (VGG-16's conv5_3, without pool5, or ResNet's conv4_x); the
+  paper's is ZF-5. The paper's pyramid gives fc6 a C * 50 input, not VGG-16's 512 * 7 * 7, so
+  :meth:`load_backbone` copies VGG's fc6/fc7 only for a pyramid of 49 bins (``pyramid_levels=(7,)``).
+* SVMs and box regressors are trained online (see region_heads); RoIs are sampled per image (64, a quarter
+  foreground at IoU >= 0.5 for fine-tuning).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import roi_pool
+
+from lit_models.nets.backbones import Backbone, Trunk
+from lit_models.nets.region_heads import RegionDetectorNet, check_args
+
+
+class SPPNetNet(RegionDetectorNet):
+    """Trunk once per image -> spatial pyramid pooling of each window -> fc6/fc7 -> SVMs (softmax for
+    fine-tuning); box regression from the pooled features. Staged training: ``self.stage``."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: Backbone = "vgg16",
+        width_mult: float = 1.0,
+        batch_norm: bool = False,
+        frozen_layers: int = 0,
+        pyramid_levels: tuple[int, ...] = (6, 3, 2, 1),
+        representation_size: int = 4096,
+        dropout: float = 0.5,
+        rois_per_image: int = 64,
+        fg_fraction: float = 0.25,
+        fg_iou: float = 0.5,
+        svm_neg_iou: float = 0.3,
+        box_reg_iou: float = 0.6,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.3,
+        detections_per_img: int = 100,
+    ) -> None:
+        """Build the network.
+
+        Args:
+            num_classes: Classes including the background (21 for PASCAL VOC).
+            backbone: "vgg16" (to conv5_3) or "resnet18/34/50/101" (to conv4_x): stride 16.
+            width_mult: Channel multiplier of the trunk (a size knob for tests and CPUs).
+            batch_norm: VGG-16 with BatchNorm (ResNets always have it).
+            frozen_layers: First convolutions kept fixed (all of them: the paper's fc-only fine-tuning).
+            pyramid_levels: Bins per side of each pyramid level ((6, 3, 2, 1): the paper's 50 bins).
+            representation_size: Width of fc6 and fc7 (4096).
+            dropout: Dropout after fc6 and fc7 (0.5).
+            rois_per_image: Proposals sampled per image and step (64).
+            fg_fraction: Largest share of foreground in fine-tuning (0.25).
+            fg_iou: Fine-tuning: foreground from this IoU with a ground-truth box, background below (0.5).
+            svm_neg_iou: A proposal is an SVM negative for a class under this IoU with all its boxes (0.3).
+            box_reg_iou: Proposals from this IoU with a ground-truth box train its class's regressor (0.6).
+            score_thresh: Detections scoring below this are dropped (0.05).
+            nms_thresh: IoU of per-class NMS (0.3).
+            detections_per_img: Most detections returned per image (100).
+        """
+        levels = tuple(pyramid_levels)
+        check_args("SPPNetNet", [
+            ("pyramid_levels", pyramid_levels, len(levels) > 0 and all(int(n) >= 1 for n in levels),
+             "a non-empty sequence of bin counts >= 1"),
+        ])  # fmt: skip
+        trunk = Trunk(backbone, width_mult, batch_norm, stride=16)
+        super().__init__(
+            num_classes,
+            trunk,
+            pooled_size=trunk.out_channels * sum(int(n) ** 2 for n in levels),  # 256 * 50 for ZF-5
+            scheme="staged",
+            frozen_layers=frozen_layers,
+            representation_size=representation_size,
+            dropout=dropout,
+            rois_per_image=rois_per_image,
+            fg_fraction=fg_fraction,
+            fg_iou=fg_iou,
+            bg_iou=(0.0, fg_iou),  # as R-CNN: every proposal under the foreground IoU is background
+            svm_neg_iou=svm_neg_iou,
+            box_reg_iou=box_reg_iou,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
+        self.pyramid_levels = tuple(int(n) for n in levels)
+
+    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
+        """sum(R_i) x C * sum(n^2): each window's pyramid, level after level, from its image's conv5 map."""
+        scale = 1.0 / self.trunk.stride
+        pyramids = []
+        for features, boxes in zip(self.trunk_maps(images), rois, strict=True):  # C x h x w, R x 4
+            levels = [roi_pool(features[None], [boxes], n, scale).flatten(1) for n in self.pyramid_levels]
+            pyramids.append(torch.cat(levels, 1))  # R x C*(36+9+4+1)
+        return torch.cat(pyramids)
