@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -129,7 +130,19 @@ class LitModelsCLI(LightningCLI):
             self.trainer.callbacks.append(writer(output=options["output"], overwrite=options["overwrite"]))
 
 
+def show_package_logs() -> None:
+    """lit-models' own INFO messages (region proposal progress and recall, skipped files) on stderr, as
+    Lightning shows its own; other libraries' loggers keep their levels."""
+    package = logging.getLogger("lit_models")
+    if not package.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+
+
 def main() -> None:
+    show_package_logs()
     LitModelsCLI()
 
 

@@ -4,6 +4,7 @@ through the real CLI on VOC and COCO layouts."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from conftest import REPO, run_cli
 
 from lit_models.datamodules.detection import DetectionDataModule
+from lit_models.datamodules.proposals import main
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
 
 CONFIGS = REPO / "configs" / "detection"
@@ -136,3 +138,12 @@ def test_a_proposal_detector_without_proposals_is_refused(shapes_tree, tmp_path)
     args = tiny("fast_rcnn", shapes_tree, "--data.init_args.proposals", "null")
     with pytest.raises(AssertionError, match="data.proposals is null"):
         run_cli("fit", *args, "--trainer.max_epochs", "1", cwd=tmp_path)
+
+
+def test_the_command_fills_a_voc_folder_and_reports_recall_per_split(shapes_tree, tmp_path, capsys):
+    main([str(shapes_tree), "--width", "none", "--workers", "1", "--proposal-dir", str(tmp_path / "proposals")])
+    out = capsys.readouterr().out
+    assert "12 of 12 images computed" in out
+    for split, images in (("train", 6), ("val", 3), ("test", 3)):
+        assert re.search(rf"{split}: {images} images, \d+ boxes, \d+ proposals per image, recall [01]\.\d+ at IoU 0\.5",
+                         out)

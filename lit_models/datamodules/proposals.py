@@ -477,6 +477,23 @@ def main(argv: list[str] | None = None) -> None:
     except DataError as error:
         raise SystemExit(f"error: {error}") from error
     print(f"{computed} of {len(images)} images computed; proposals in {cache.directory}")
+    if (root / "Annotations").is_dir() and (root / "ImageSets" / "Main").is_dir():
+        report_voc_recall(root, args)
+
+
+def report_voc_recall(root: Path, args: argparse.Namespace) -> None:
+    """Recall of the proposals per split of a VOC layout: the ceiling of any detector that classifies them."""
+    from lit_models.datamodules.detection import DetectionDataModule  # that module imports this one
+
+    proposal_dir = str(args.proposal_dir) if args.proposal_dir else None
+    data = DetectionDataModule(str(root), format="voc", proposals=args.mode, max_proposals=args.max_proposals,
+                               proposal_width=args.width, proposal_dir=proposal_dir)  # fmt: skip
+    try:
+        report = data.compute_proposals(("train", "val", "test"))
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from error
+    for role, stats in report.items():
+        print(f"{role}: {stats}")
 
 
 if __name__ == "__main__":
