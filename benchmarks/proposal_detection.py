@@ -1,7 +1,7 @@
 """Train R-CNN, SPPNet and Fast R-CNN on the embedded shapes scenes; compare their test speed and mAP with 2,000
 selective-search proposals per image, beside Faster R-CNN and YOLO v1.
 
-    python benchmarks/proposal_detection.py [--only rcnn_shapes ...] [--step3 RUNS] [--keep RUNS] [--threads 2]
+    python benchmarks/proposal_detection.py [--only rcnn_shapes ...] [--step3 RUNS] [--keep RUNS] [--reuse RUNS]
 
 Each configs/detection/{rcnn,sppnet,fast_rcnn}_shapes.yaml runs `lit-models fit`, then `test --ckpt_path best`, in
 fresh processes one at a time, with the configs' proposals (selective search, fast mode, the 128-px scenes as they
@@ -78,9 +78,9 @@ def summary(name: str, fit_run: Path, test_run: Path, fit_seconds: float) -> dic
 
 def test_scenes(width: int) -> tuple[list[dict], dict]:
     """The 100 test scenes one by one (normalised 128 x 128, truth, proposals), and the proposals' statistics."""
+    DetectionDataModule().prepare_data()  # the scenes (prepare_data with proposals would search every split)
     data = DetectionDataModule(proposals="quality", proposal_width=width, max_proposals=2000, num_workers=0,
                                eval_batch_size=1)  # fmt: skip
-    data.prepare_data()
     stats = data.compute_proposals(("test",))["test"]
     data.setup("test")
     return list(data.test_dataloader()), stats
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="config names (stems) to train; default all three")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--keep", type=Path, help="keep the runs (checkpoints, metrics) in this folder")
-    parser.add_argument("--reuse", type=Path, help="a --keep folder of an earlier run: its checkpoints, no training")
+    parser.add_argument("--reuse", type=Path, help="an earlier --keep folder: its configs are not trained again")
     parser.add_argument("--step3", type=Path, help="benchmarks/detection.py --keep folder (Faster R-CNN, YOLO v1)")
     parser.add_argument("--proposal-width", type=int, default=384, help="width of the test proposals' search")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the test scenes per model")
@@ -133,7 +133,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_dir = args.keep or Path(tmp)
         for name in (n for n in CONFIGS if not args.only or n in args.only):
-            rows.append(reused(args.reuse, name) if args.reuse else train(name, save_dir))
+            earlier = args.reuse and (args.reuse / name).is_dir()
+            rows.append(reused(args.reuse, name) if earlier else train(name, save_dir))
             print(f"done {name}: val mAP@0.5 {rows[-1]['val_map_50']:.4f}", file=sys.stderr)
         models = {row["config"]: CONFIGS[row["config"]].load_from_checkpoint(row["checkpoint"], map_location="cpu")
                   for row in rows}  # fmt: skip

@@ -147,3 +147,28 @@ def test_the_command_fills_a_voc_folder_and_reports_recall_per_split(shapes_tree
     for split, images in (("train", 6), ("val", 3), ("test", 3)):
         assert re.search(rf"{split}: {images} images, \d+ boxes, \d+ proposals per image, recall [01]\.\d+ at IoU 0\.5",
                          out)
+
+
+def test_ddp_on_two_cpu_processes_matches_single_process(shapes_tree, tmp_path):
+    args = tiny("fast_rcnn", shapes_tree, "--data.init_args.proposal_dir", str(tmp_path / "proposals"))
+    ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
+    single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
+    run_cli("fit", *args, *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
+    run_cli("validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("validate", *args, *single, "--ckpt_path", "last", cwd=tmp_path)
+    rows = [(tmp_path / "runs" / "fast_rcnn_shapes" / f"version_{v}" / "metrics.csv").read_text().splitlines()
+            for v in (1, 2)]  # fmt: skip
+    values = [dict(zip(r[0].split(","), r[-1].split(","), strict=True)) for r in rows]
+    # 3 val scenes over 2 ranks: mAP gathers every rank's detections and truth, each scene counted once.
+    for key in ("val/map_50", "val/map"):
+        assert float(values[0][key]) == pytest.approx(float(values[1][key]), abs=1e-6)
+
+
+def test_staged_training_under_ddp_needs_unused_parameters_found(shapes_tree, tmp_path):
+    args = tiny("sppnet", shapes_tree, "--data.init_args.proposal_dir", str(tmp_path / "proposals"),
+                "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "2")  # fmt: skip
+    with pytest.raises(AssertionError, match="ddp_find_unused_parameters_true"):
+        run_cli("fit", *args, "--trainer.strategy", "ddp", cwd=tmp_path)
+    run_cli("fit", *args, "--trainer.strategy", "ddp_find_unused_parameters_true", cwd=tmp_path)
+    checkpoint = tmp_path / "runs" / "sppnet_shapes" / "version_1" / "checkpoints" / "last.ckpt"
+    assert bool(torch.load(checkpoint, weights_only=True)["state_dict"]["net.svm_trained"])  # both stages ran

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
@@ -37,7 +38,22 @@ def evaluation_targets(targets: list[dict]) -> list[dict[str, Tensor]]:
 
 def mean_average_precision(**options: Any) -> MeanAveragePrecision:
     # faster_coco_eval: pycocotools' algorithm in C++, and correct for non-default max_detection_thresholds.
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval", **options)
+    # torchmetrics' own DDP sync gathers its per-image lists element by element, which needs the same number of
+    # images on every rank; our evaluation shards are uneven (no image counted twice), so gather_images does it.
+    return MeanAveragePrecision(
+        box_format="xyxy", iou_type="bbox", backend="faster_coco_eval", sync_on_compute=False, **options
+    )
+
+
+def gather_images(metric: MeanAveragePrecision) -> None:
+    """Give every rank the per-image detections and truth of all ranks (any number of images per rank)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for name in metric._defaults:  # the per-image list states: boxes, scores, labels, crowds, areas
+        local = [tensor.cpu() for tensor in getattr(metric, name)]
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, local)
+        setattr(metric, name, [tensor.to(metric.device) for part in gathered for tensor in part])
 
 
 class Detector(TaskModule):
@@ -130,7 +146,7 @@ class Detector(TaskModule):
         self.test_class_ap.update(detections, truth)
 
     def log_map(self, stage: str, metric: MeanAveragePrecision) -> None:
-        # compute() gathers every rank's detections, so the values are already global.
+        gather_images(metric)  # every rank then computes the same, global values
         result = metric.compute()
         self.log_dict({f"{stage}/{key}": result[key] for key in LOGGED}, prog_bar=True)
         metric.reset()
@@ -140,6 +156,7 @@ class Detector(TaskModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_map("test", self.test_map)
+        gather_images(self.test_class_ap)
         result = self.test_class_ap.compute()
         names = self.class_names or [str(index) for index in range(self.num_classes)]
         # -1 marks a class with neither ground truth nor detections in the split: not measured.

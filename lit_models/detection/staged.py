@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
@@ -43,6 +44,21 @@ class StagedDetector(Detector):
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
         super().__init__(net, num_classes, optimizer, lr_scheduler)
         self.finetune_epochs = finetune_epochs
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        strategy = self.trainer.strategy
+        # Each stage leaves parameters without gradients (the SVMs while fine-tuning, the CNN in the SVM stage),
+        # which DDP's default gradient reducer treats as an error in the middle of training.
+        if (
+            stage == "fit"
+            and isinstance(strategy, DDPStrategy)
+            and not strategy._ddp_kwargs.get("find_unused_parameters")
+        ):
+            raise ValueError(
+                f"{type(self).__name__} trains different parameters in each stage; under DDP use "
+                "--trainer.strategy ddp_find_unused_parameters_true (or DDPStrategy(find_unused_parameters=True))."
+            )
 
     def on_train_start(self) -> None:
         if self.trainer.max_epochs is not None and 0 <= self.trainer.max_epochs <= self.finetune_epochs:
