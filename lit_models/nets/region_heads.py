@@ -37,6 +37,7 @@ Deviations from the papers, common to the three nets:
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,7 +120,7 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-class RegionDetectorNet(nn.Module):
+class RegionDetectorNet(nn.Module, ABC):
     """Trunk -> per-RoI features (``pooled``, by the subclass) -> fc6/fc7 -> class scores and class-specific boxes.
 
     ``loss(images, targets, proposals)`` returns the loss parts; ``predict(images, proposals)`` the detections.
@@ -219,9 +220,9 @@ class RegionDetectorNet(nn.Module):
             init_linear(self.box_regressor, 0.001)
             self.register_buffer("svm_trained", torch.tensor(False))
 
+    @abstractmethod
     def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
         """sum(R_i) x D_pool: each RoI's features before fc6 (RoIs in input pixels, image by image)."""
-        raise NotImplementedError
 
     def trunk_maps(self, images: Tensor | list[Tensor]) -> list[Tensor]:
         """The trunk once per image -> C x h x w maps; one batched pass when the images share a size."""
