@@ -352,6 +352,9 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         return None if self.annotation_files else find_coco_annotations(self.root, split)
 
     def prepare_data(self) -> None:
+        """Generate the embedded scenes if needed; compute the missing region proposals of the roles this run
+        reads (``fit``: train and val). Called without a Trainer, it computes every role's: call
+        ``compute_proposals(roles)`` to choose."""
         if self.embedded:
             shapes.export_shapes(self.root, shapes.DEFAULT_TRAIN, shapes.DEFAULT_VAL, shapes.DEFAULT_TEST)
         if self.proposal_cache is not None:
@@ -359,7 +362,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             function = self.trainer.state.fn if self.trainer is not None else None
             self.compute_proposals(STAGE_ROLES.get(getattr(function, "value", function), ROLES))
 
-    def compute_proposals(self, roles: tuple[str, ...] = ("train", "val", "test", "predict")) -> dict[str, Any]:
+    def compute_proposals(self, roles: tuple[str, ...] = ROLES) -> dict[str, Any]:
         """Compute the missing proposals of the images these roles read, then report their recall.
 
         Returns {role: ProposalStats} for the annotated roles (logged too): recall at IoU 0.5 bounds every
