@@ -144,6 +144,10 @@ def show_package_logs() -> None:
 def main() -> None:
     show_package_logs()
     LitModelsCLI()
+    # Lightning leaves the DDP process group alive. Left to interpreter exit, gloo's worker threads can outlive it
+    # and abort the process ("terminate called without an active exception") after a run that succeeded.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
