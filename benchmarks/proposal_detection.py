@@ -1,23 +1,25 @@
-"""Train R-CNN, SPPNet and Fast R-CNN on the embedded shapes scenes; compare their test speed and mAP with 2,000
-selective-search proposals per image, beside Faster R-CNN and YOLO v1.
+"""Train R-CNN, SPPNet and Fast R-CNN on the embedded shapes scenes; compare their test speed and mAP with the same
+2,000 selective-search proposals per image, beside Faster R-CNN and YOLO v1.
 
     python benchmarks/proposal_detection.py [--only rcnn_shapes ...] [--step3 RUNS] [--keep RUNS] [--reuse RUNS]
 
 Each configs/detection/{rcnn,sppnet,fast_rcnn}_shapes.yaml runs `lit-models fit`, then `test --ckpt_path best`, in
-fresh processes one at a time, with the configs' proposals (selective search, fast mode, the 128-px scenes as they
-are). Then, in this one process, every best checkpoint runs over the same 100 test scenes with the same proposals:
-selective search in quality mode on the scenes resized to ``--proposal-width`` (384 px: up to 2,000 per image, the
-papers' count), first 2,000 kept. Speed is test images/s at batch 1 (the papers' seconds per image), from the
-normalised image tensor and its proposals to the final boxes, proposals' own computation excluded as the papers
-exclude it; the models alternate over ``--rounds`` passes and the median is quoted. Faster R-CNN and YOLO v1 need
-no proposals; with ``--step3`` (a ``benchmarks/detection.py --keep`` folder) their best checkpoints join the speed
-comparison. Targets (issue: step 4): SPPNet >= 25x and Fast R-CNN >= 100x R-CNN's test images/s, each >= 0.85
-mAP@0.5 on shapes.
+fresh processes one at a time. The three configs share one proposal setting (checked here): selective search in
+fast mode with k = 5 on the scenes at 256 px, the first 2,000 kept. Then, in this one process, every best
+checkpoint runs over the same 100 test scenes with those same proposals. Speed is test images/s at batch 1 (the
+papers' seconds per image), from the normalised image tensor and its proposals to the final boxes, the proposals'
+own computation excluded as the papers exclude it; the models alternate over ``--rounds`` passes and the median is
+quoted. Each model runs as its config tests it (Fast R-CNN with its truncated SVD; SPPNet and Fast R-CNN pooling
+each distinct feature-map window once), and SPPNet and Fast R-CNN once more with every proposal through the full
+head, as the papers ran them. Faster R-CNN and YOLO v1 need no proposals; with ``--step3`` (a
+``benchmarks/detection.py --keep`` folder) their best checkpoints join the speed comparison. Targets (issue: step
+4): SPPNet >= 25x and Fast R-CNN >= 100x R-CNN's test images/s, each >= 0.85 mAP@0.5 on shapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from cli_runs import REPO, all_metrics, describe_checkpoint, fit_and_test, last_metric
 
 from lit_models.datamodules.detection import DetectionDataModule
@@ -37,6 +40,8 @@ CONFIGS = {
     "sppnet_shapes": SPPNet,
     "fast_rcnn_shapes": FastRCNN,
 }
+PROPOSAL_SETTINGS = ("proposals", "proposal_width", "proposal_k", "max_proposals")
+EVERY_ROI = " (every proposal through the full head)"
 STEP3 = {"faster_rcnn_shapes": FasterRCNN, "yolov1_shapes": YOLOv1}
 # Test-time speed relative to R-CNN in the papers (VGG-16 on VOC 2007 unless said): SPPNet 24-102x (its §4.2,
 # ZF-5: 5 scales to 1 scale); Fast R-CNN 146x (its Table 4: 0.32 s against 47 s per image); Faster R-CNN 0.2 s per
@@ -76,14 +81,43 @@ def summary(name: str, fit_run: Path, test_run: Path, fit_seconds: float) -> dic
     }
 
 
-def test_scenes(width: int) -> tuple[list[dict], dict]:
+def config_proposals() -> dict:
+    """The proposal setting of the three configs, which must agree: the comparison's "same 2,000 proposals"."""
+    settings = {}
+    for name in CONFIGS:
+        data = yaml.safe_load((REPO / "configs" / "detection" / f"{name}.yaml").read_text())["data"]["init_args"]
+        settings[name] = {key: data.get(key) for key in PROPOSAL_SETTINGS}
+    if len({tuple(found.values()) for found in settings.values()}) != 1:
+        raise SystemExit(f"the configs' proposal settings differ: {settings}")
+    return settings["rcnn_shapes"]
+
+
+def test_scenes(proposals: dict) -> tuple[list[dict], dict]:
     """The 100 test scenes one by one (normalised 128 x 128, truth, proposals), and the proposals' statistics."""
     DetectionDataModule().prepare_data()  # the scenes (prepare_data with proposals would search every split)
-    data = DetectionDataModule(proposals="quality", proposal_width=width, max_proposals=2000, num_workers=0,
-                               eval_batch_size=1)  # fmt: skip
+    data = DetectionDataModule(**proposals, num_workers=0, eval_batch_size=1)
     stats = data.compute_proposals(("test",))["test"]
     data.setup("test")
     return list(data.test_dataloader()), stats
+
+
+def as_tested(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    """Each model as ``lit-models test`` runs it, plus SPPNet and Fast R-CNN with every proposal through the full
+    fc6/fc7, as the papers ran them (their own rows)."""
+    variants = {}
+    for name, model in models.items():
+        model.eval()
+        if name not in CONFIGS:
+            variants[name] = model
+            continue
+        model.net.truncate_head(getattr(model, "svd_ranks", None))
+        variants[name] = model
+        if name != "rcnn_shapes":  # R-CNN's warps share nothing
+            plain = copy.deepcopy(model)
+            plain.net.truncate_head(None)
+            plain.net.share_pooling_windows = False
+            variants[name + EVERY_ROI] = plain
+    return variants
 
 
 def evaluate(models: dict[str, torch.nn.Module], scenes: list[dict], rounds: int) -> dict[str, dict]:
@@ -117,6 +151,31 @@ def run_once(model: torch.nn.Module, scene: dict) -> list[dict]:
     return model(scene["image"])
 
 
+def time_parts(model: torch.nn.Module, scenes: list[dict], rounds: int) -> dict[str, float]:
+    """Milliseconds per image of a shared-feature detector's test pass, by part (median over rounds): the trunk,
+    RoI pooling of the distinct windows (torchvision's kernel), and everything else (the distinct windows, the
+    head, decoding, NMS)."""
+    net = model.net
+    parts: dict[str, list[float]] = {"total": [], "trunk": [], "pooling": []}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for scene in scenes:
+                image, proposals = scene["image"], scene["proposals"]
+                distinct, _ = net.distinct_windows(net.check_inputs(image, proposals))
+                start = time.perf_counter()
+                model(image, proposals)
+                parts["total"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                maps = net.trunk_maps(image)
+                parts["trunk"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                net.pool_features(maps, distinct)
+                parts["pooling"].append(time.perf_counter() - start)
+    medians = {name: 1000 * statistics.median(values) for name, values in parts.items()}
+    medians["rest"] = medians["total"] - medians["trunk"] - medians["pooling"]
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", help="config names (stems) to train; default all three")
@@ -124,7 +183,6 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the runs (checkpoints, metrics) in this folder")
     parser.add_argument("--reuse", type=Path, help="an earlier --keep folder: its configs are not trained again")
     parser.add_argument("--step3", type=Path, help="benchmarks/detection.py --keep folder (Faster R-CNN, YOLO v1)")
-    parser.add_argument("--proposal-width", type=int, default=384, help="width of the test proposals' search")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the test scenes per model")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -142,28 +200,46 @@ def main() -> None:
             found = sorted(args.step3.glob(f"{name}/version_0/checkpoints/best*.ckpt")) if args.step3 else []
             if found:
                 models[name] = module.load_from_checkpoint(found[-1], map_location="cpu")
-        scenes, stats = test_scenes(args.proposal_width)
-        results = evaluate({name: model.eval() for name, model in models.items()}, scenes, args.rounds)
+        proposals = config_proposals()
+        scenes, stats = test_scenes(proposals)
+        variants = as_tested(models)
+        results = evaluate(variants, scenes, args.rounds)
+        parts = {name: time_parts(variants[name], scenes, args.rounds) for name in ("sppnet_shapes", "fast_rcnn_shapes")
+                 if name in variants}  # fmt: skip
 
     print(f"\nEmbedded shapes scenes (4,000 train / 100 val / 100 test, 128x128), {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__}. Test proposals: selective search, quality mode at {args.proposal_width} px "
-          f"wide, {stats.mean_proposals:.0f} per image on average, recall@0.5 {stats.recall_50:.3f}.\n")  # fmt: skip
+          f"torch {torch.__version__}. Proposals (train and test): selective search, {proposals['proposals']} mode, "
+          f"k = {proposals['proposal_k']}, at {proposals['proposal_width']} px, at most "
+          f"{proposals['max_proposals']}: {stats.mean_proposals:.0f} per test image on average, recall@0.5 "
+          f"{stats.recall_50:.3f}, recall@0.7 {stats.recall_70:.3f}.\n")  # fmt: skip
     print(
-        "| model | params | epochs | fit (s) | val mAP@0.5 | test mAP@0.5, config's proposals | "
-        "test mAP@0.5, 2,000 proposals | test images/s (batch 1) | x R-CNN | papers: x R-CNN |"
+        "| model | params | epochs | fit (s) | val mAP@0.5 | test mAP@0.5, lit-models test | "
+        "test mAP@0.5, this pass | test images/s (batch 1) | x R-CNN | papers: x R-CNN |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     base = results.get("rcnn_shapes", {}).get("images_s")
     trained = {row["config"]: row for row in rows}
     for name, result in results.items():
         row = trained.get(name)
-        cells = [f"{row['params']:,}", str(row["epochs"]), f"{row['fit_s']:.0f}", f"{row['val_map_50']:.3f}",
-                 f"{row['test_map_50']:.3f}"] if row else ["", "", "", "step 3", "step 3"]  # fmt: skip
+        if row:
+            cells = [f"{row['params']:,}", str(row["epochs"]), f"{row['fit_s']:.0f}", f"{row['val_map_50']:.3f}",
+                     f"{row['test_map_50']:.3f}"]  # fmt: skip
+        else:  # a variant of the row above, or a step-3 checkpoint
+            cells = ["", "", "", "", ""] if name.endswith(EVERY_ROI) else ["", "", "", "step 3", "step 3"]
         ratio = f"{result['images_s'] / base:.0f}x" if base else ""
         print(
             f"| {name} | {' | '.join(cells)} | {result['map_50']:.3f} | {result['images_s']:.2f} | {ratio} | "
-            f"{PAPER_SPEEDUP[name]} |"
+            f"{PAPER_SPEEDUP[name.removesuffix(EVERY_ROI)]} |"
         )
+
+    rcnn_ms = 1000 / base if base else float("nan")
+    print(f"\nWhere the time goes (ms per test image, median over the scenes and {args.rounds} rounds; R-CNN: "
+          f"{rcnn_ms:.0f} ms). The bound is R-CNN's time over the RoI pooling alone: the most any head could reach.\n")
+    print("| model | total | trunk | RoI pooling (distinct windows) | rest | x R-CNN bound from the pooling |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, part in parts.items():
+        print(f"| {name} | {part['total']:.1f} | {part['trunk']:.1f} | {part['pooling']:.1f} | {part['rest']:.1f} | "
+              f"{rcnn_ms / part['pooling']:.0f}x |")
 
 
 if __name__ == "__main__":

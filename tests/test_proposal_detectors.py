@@ -87,6 +87,8 @@ def tiny(detector: str, root: Path, *extra: str) -> list[str]:
         "--model.init_args.width_mult", "0.125",
         "--model.init_args.representation_size", "32",
         "--model.init_args.rois_per_image", "16",
+        "--data.init_args.proposal_width", "null",  # the 64-px scenes as they are, at most 200 boxes each
+        "--data.init_args.max_proposals", "200",
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
         "--trainer.log_every_n_steps", "1",

@@ -49,6 +49,7 @@ class FakeSearch:
         self.rects = np.array(rects, dtype=np.int32).reshape(-1, 4)
         self.base: np.ndarray | None = None
         self.mode = ""
+        self.k: tuple[int, int] | None = None
 
     def __call__(self) -> FakeSearch:
         return self
@@ -56,11 +57,11 @@ class FakeSearch:
     def setBaseImage(self, image: np.ndarray) -> None:  # noqa: N802 - OpenCV's names
         self.base = image.copy()
 
-    def switchToSelectiveSearchFast(self) -> None:  # noqa: N802
-        self.mode = "fast"
+    def switchToSelectiveSearchFast(self, base_k: int, inc_k: int) -> None:  # noqa: N802
+        self.mode, self.k = "fast", (base_k, inc_k)
 
-    def switchToSelectiveSearchQuality(self) -> None:  # noqa: N802
-        self.mode = "quality"
+    def switchToSelectiveSearchQuality(self, base_k: int, inc_k: int) -> None:  # noqa: N802
+        self.mode, self.k = "quality", (base_k, inc_k)
 
     def process(self) -> np.ndarray:
         return self.rects
@@ -98,11 +99,13 @@ def test_rects_become_clipped_deduplicated_xyxy_in_order(fake_search) -> None:
     expected = [[2, 3, 12, 8], [35, 20, 40, 30], [0, 0, 40, 30], [39, 0, 40, 5], [34, 19, 40, 30]]
     assert boxes.dtype == np.float32
     np.testing.assert_array_equal(boxes, np.array(expected, dtype=np.float32))
-    assert fake.mode == "quality"
+    assert fake.mode == "quality" and fake.k == (50, 50)  # Uijlings et al.'s k, not OpenCV's default 150
     assert fake.base.shape == (30, 40, 3) and fake.base[0, 0].tolist() == [0, 0, 255]  # OpenCV gets BGR
     # max_proposals keeps the first ones, after the duplicates and slivers are gone.
     np.testing.assert_array_equal(selective_search(pixels, "fast", max_proposals=3, width=None), expected[:3])
     assert fake.mode == "fast"
+    selective_search(pixels, "fast", width=None, k=5)
+    assert fake.k == (5, 5)
 
 
 def test_width_resizes_the_search_and_scales_boxes_back(fake_search) -> None:
@@ -124,6 +127,8 @@ def test_no_rects_and_bad_arguments(fake_search) -> None:
         selective_search(np.zeros((8, 8), dtype=np.uint8))
     with pytest.raises(ValueError, match="max_proposals"):
         selective_search(np.zeros((8, 8, 3), dtype=np.uint8), max_proposals=0)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        selective_search(np.zeros((8, 8, 3), dtype=np.uint8), k=0)
 
 
 def test_both_modes_find_the_shapes_and_are_deterministic() -> None:
@@ -193,7 +198,7 @@ def npy_files(cache: ProposalCache) -> dict[str, int]:
 def test_compute_stores_each_image_once(dataset, caplog: pytest.LogCaptureFixture) -> None:
     root, paths = dataset
     cache = make_cache(root)
-    assert cache.directory == root / "proposals" / "selective_search-fast-max100-worig"
+    assert cache.directory == root / "proposals" / "selective_search-fast-max100-worig-k50"
     assert cache.missing(paths) == paths
     with caplog.at_level(logging.INFO, logger=module.__name__):
         assert cache.compute(paths) == 3
@@ -203,6 +208,7 @@ def test_compute_stores_each_image_once(dataset, caplog: pytest.LogCaptureFixtur
     assert all(len(name) == len("0123456789abcdef0123.npy") for name in files)
     settings = json.loads((cache.directory / "settings.json").read_text())
     assert settings["mode"] == "fast" and settings["max_proposals"] == 100 and settings["width"] is None
+    assert settings["k"] == 50
     assert settings["opencv"] == cv2.__version__
     for path in paths:
         np.testing.assert_array_equal(cache.load(path), selective_search(load_rgb(path), "fast", 100, None))
@@ -237,10 +243,16 @@ def test_changed_image_is_recomputed_and_a_moved_dataset_is_not(dataset, tmp_pat
 def test_each_setting_has_its_own_folder(dataset) -> None:
     root, paths = dataset
     base = make_cache(root)
-    others = [make_cache(root, mode="quality"), make_cache(root, max_proposals=50), make_cache(root, width=500)]
+    others = [
+        make_cache(root, mode="quality"),
+        make_cache(root, max_proposals=50),
+        make_cache(root, width=500),
+        make_cache(root, k=10),
+    ]
     folders = {base.directory, *(cache.directory for cache in others)}
-    assert len(folders) == 4 and all(folder.parent == root / "proposals" for folder in folders)
-    assert others[2].directory.name == settings_name("fast", 100, 500) == "selective_search-fast-max100-w500"
+    assert len(folders) == 5 and all(folder.parent == root / "proposals" for folder in folders)
+    assert others[2].directory.name == settings_name("fast", 100, 500) == "selective_search-fast-max100-w500-k50"
+    assert others[3].directory.name == "selective_search-fast-max100-worig-k10"
     base.compute(paths[:1])
     assert all(cache.missing(paths[:1]) == paths[:1] for cache in others)
     with pytest.raises(ValueError, match="mode"):
@@ -341,7 +353,7 @@ def test_command_line_fills_the_cache(dataset, tmp_path: Path, capsys: pytest.Ca
     assert "3 of 3 images computed" in capsys.readouterr().out
     assert make_cache(root).missing(paths) == []
     # The command a missing file's error names fills exactly the cache that raised it.
-    cache = make_cache(root, tmp_path / "other folder", mode="quality", max_proposals=30, width=80)
+    cache = make_cache(root, tmp_path / "other folder", mode="quality", max_proposals=30, width=80, k=20)
     with pytest.raises(DataError) as error:
         cache.load(paths[0])
     assert cache.command() in str(error.value)

@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from lit_models.nets.fast_rcnn import FastRCNNNet
 from lit_models.nets.rcnn import RCNNNet, context_windows, warp
-from lit_models.nets.region_heads import label_proposals
+from lit_models.nets.region_heads import label_proposals, roi_op, roi_pool_windows, truncated_svd
 from lit_models.nets.sppnet import SPPNetNet
 from lit_models.nets.vgg import VGG
 
@@ -236,6 +236,57 @@ def test_predictions_are_classes_and_boxes_inside_the_image(name):
         assert scores.shape == labels.shape and (scores >= 0).all() and (scores <= 1).all()
 
 
+def test_roi_pool_windows_are_the_cells_roi_pool_reads():
+    height, width = 8, 7  # every window starts inside the map (corners up to 88 px: cell 6), some end outside
+    cells = torch.arange(height * width, dtype=torch.float32).view(1, 1, height, width)
+    features = torch.cat([cells, -cells], 1)  # 1x1 max pooling: the window's last cell, and minus its first
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.randint(0, 12, (200, 2), generator=generator) * 8.0  # many x.5 cells at scale 1/16: ties
+    rois = torch.cat([corners, corners + torch.randint(0, 9, (200, 2), generator=generator) * 8.0], 1)
+    pooled = roi_pool(features, [rois], 1, 1 / 16).flatten(1)  # R x 2
+    windows = roi_pool_windows(rois, 1 / 16)
+    x1, y1 = windows[:, 0].clamp(0, width - 1), windows[:, 1].clamp(0, height - 1)
+    x2, y2 = windows[:, 2].clamp(0, width - 1), windows[:, 3].clamp(0, height - 1)
+    x2, y2 = torch.maximum(x1, x2), torch.maximum(y1, y2)  # roi_pool reads at least one cell
+    torch.testing.assert_close(pooled[:, 0], (y2 * width + x2).float())
+    torch.testing.assert_close(pooled[:, 1], -(y1 * width + x1).float())
+    assert roi_pool_windows(torch.tensor([[-8.0, -24, 8, 40]]), 1 / 16).tolist() == [[-1, -2, 1, 3]]  # C round
+
+
+def test_roi_ops_split_over_threads_give_the_same_tensor():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(16, 8, 8, generator=generator, requires_grad=True)
+    corners = torch.rand(300, 2, generator=generator) * 100
+    boxes = torch.cat([corners, corners + torch.rand(300, 2, generator=generator) * 60 + 1], 1)
+    torch.set_num_threads(3)  # 3 threads of 100 RoIs (the autouse fixture restores the count)
+    for op, args in ((roi_pool, (7, 1 / 16)), (roi_align, (7, 1 / 16, 2, True))):
+        whole = op(features[None], [boxes], *args)
+        with torch.no_grad():
+            torch.testing.assert_close(roi_op(op, features, boxes, *args), whole, rtol=0, atol=0)
+        assert roi_op(op, features, boxes, *args).grad_fn is not None  # training: one call, differentiable
+
+
+@pytest.mark.parametrize("name", ["sppnet", "fast_rcnn"])
+def test_proposals_sharing_a_pooling_window_are_pooled_once(name):
+    net = NETS[name](score_thresh=0.0)
+    if name in STAGED:
+        net.svm_trained.fill_(True)
+    images, _, proposals = batch()
+    # Jittered copies: at stride 16 most fall on the same cells as their originals.
+    proposals = [torch.cat([boxes, boxes + 3, boxes - 2]).clamp(min=0) for boxes in proposals]
+    distinct, expand = net.distinct_windows(proposals)
+    assert sum(map(len, distinct)) < sum(map(len, proposals)) and len(expand) == sum(map(len, proposals))
+    with torch.no_grad():
+        shared = net.predict(images, proposals)
+        net.share_pooling_windows = False  # every proposal through the head
+        every = net.predict(images, proposals)
+    assert net.distinct_windows(proposals)[0] is proposals
+    for a, b in zip(shared, every, strict=True):
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(a[key], b[key])
+    assert FastRCNNNet(3, roi_pool="align", **TINY).pooling_windows(proposals[0]) is None
+
+
 @pytest.mark.parametrize("name", list(NETS))
 def test_empty_proposals_and_images_without_objects(name):
     net = NETS[name]()
@@ -313,6 +364,48 @@ def test_vgg_weights_initialise_the_trunk_and_fc6_fc7(tmp_path):
         if copied:
             assert torch.equal(net.head.fc6.weight, vgg.classifier[0].weight)
     assert len(RCNNNet(3, width_mult=0.0625, representation_size=32).trunk.body) == 31  # pool5 kept
+
+
+def test_truncated_svd_factorises_a_layer():
+    layer = torch.nn.Linear(40, 12)
+    inputs = torch.randn(5, 40, generator=torch.Generator().manual_seed(0))
+    full = truncated_svd(layer, 99)  # at or above min(u, v) = 12: every singular value kept, exact
+    assert full[0].weight.shape == (12, 40) and full[0].bias is None and full[1].weight.shape == (12, 12)
+    torch.testing.assert_close(full(inputs), layer(inputs), rtol=1e-4, atol=1e-5)
+    low = truncated_svd(layer, 3)  # t(u + v) = 156 weights instead of 480
+    assert low[0].weight.shape == (3, 40) and low[1].weight.shape == (12, 3)
+    singular = torch.linalg.svdvals(layer.weight.detach())
+    # The spectral-norm error of the best rank-3 approximation is the 4th singular value (Eckart-Young).
+    error = layer.weight - low[1].weight @ low[0].weight
+    assert float(torch.linalg.matrix_norm(error.detach(), 2)) == pytest.approx(float(singular[3]), rel=1e-4)
+
+
+def test_truncated_head_detects_until_the_next_training_step():
+    net = NETS["fast_rcnn"](dropout=0.0)
+    images, targets, proposals = batch()
+    with torch.no_grad():
+        trained = net.predict(images, proposals)
+        keys = set(net.state_dict())
+        net.truncate_head((10_000, 10_000))  # full rank: the same detections
+        exact = net.predict(images, proposals)
+        net.truncate_head((2, 2))
+        truncated = net.predict(images, proposals)
+    assert set(net.state_dict()) == keys  # a snapshot outside the checkpoint
+    for a, b in zip(trained, exact, strict=True):
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+    assert any(
+        a["scores"].shape != b["scores"].shape or not torch.allclose(a["scores"], b["scores"])
+        for a, b in zip(trained, truncated, strict=True)
+    )  # rank 2 of 32 changes the scores
+    net.loss(images, targets, proposals)  # training discards the snapshot: the weights change
+    with torch.no_grad():
+        again = net.predict(images, proposals)
+        net.truncate_head(None)
+        untruncated = net.predict(images, proposals)
+    for a, b in zip(untruncated, again, strict=True):
+        torch.testing.assert_close(a["scores"], b["scores"])
+    with pytest.raises(ValueError, match="two ranks >= 1"):
+        net.truncate_head((0, 4))
 
 
 def test_fast_rcnn_overfits_two_images():

@@ -37,7 +37,7 @@ from lit_models.datamodules.box_annotations import (
     voc_split,
 )
 from lit_models.datamodules.files import DataError, load_rgb
-from lit_models.datamodules.proposals import ProposalCache, ProposalMode, proposal_stats
+from lit_models.datamodules.proposals import DEFAULT_K, ProposalCache, ProposalMode, proposal_stats
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES, read_class_names
@@ -239,6 +239,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         proposals: ProposalMode | None = None,
         max_proposals: int = 2000,
         proposal_width: int | None = 500,
+        proposal_k: int = DEFAULT_K,
         proposal_dir: str | None = None,
     ) -> None:
         """Configure the data.
@@ -278,6 +279,8 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             max_proposals: The first (highest-ranked) proposals kept per image (R-CNN: about 2,000).
             proposal_width: Images are resized to this width for the search and the boxes scaled back (R-CNN's
                 wrapper: 500 px); None searches the image as it is.
+            proposal_k: The search's segmentation threshold k, in pixels of the searched image: smaller gives more
+                and smaller boxes (Uijlings et al.: 50; see ``proposals.selective_search``).
             proposal_dir: Where the proposal cache lives (default: root/proposals, beside the dataset); one
                 sub-folder per setting.
         """
@@ -292,10 +295,10 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             raise ValueError(f"format must be 'auto', 'voc' or 'coco', got {format!r}")
         if proposals not in (None, "fast", "quality"):
             raise ValueError(f"proposals must be 'fast', 'quality' or null, got {proposals!r}")
-        if max_proposals < 1 or (proposal_width is not None and proposal_width < 16):
+        if max_proposals < 1 or (proposal_width is not None and proposal_width < 16) or proposal_k < 1:
             raise ValueError(
-                f"max_proposals must be >= 1 and proposal_width >= 16 px or null, got {max_proposals} and "
-                f"{proposal_width}"
+                f"max_proposals and proposal_k must be >= 1 and proposal_width >= 16 px or null, got "
+                f"{max_proposals}, {proposal_k} and {proposal_width}"
             )
         self.annotation_files = {split: Path(path).expanduser() for split, path in (annotations or {}).items()}
         self.image_dirs = {split: Path(path).expanduser() for split, path in (images or {}).items()}
@@ -324,7 +327,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         self.proposal_cache = None
         if proposals:
             folder = Path(proposal_dir).expanduser() if proposal_dir else self.root / "proposals"
-            self.proposal_cache = ProposalCache(folder, self.root, proposals, max_proposals, proposal_width)
+            self.proposal_cache = ProposalCache(folder, self.root, proposals, max_proposals, proposal_width, proposal_k)
 
     def coco_class_names(self, given: list[str] | None) -> list[str]:
         path = self.coco_file("train")

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 ProposalMode = Literal["fast", "quality"]
 MODES = ("fast", "quality")
 SETTINGS_FILE = "settings.json"
+DEFAULT_K = 50  # Uijlings et al.'s smallest segmentation threshold
 
 # OpenCV ranks the regions of its hierarchies by ``rand() / RAND_MAX * level`` (the paper's pseudo-random
 # ranking) with the C library's global, never-seeded generator, so without help the order of the boxes, and with
@@ -70,6 +71,15 @@ def _c_library() -> Any:
     return library
 
 
+def _check_settings(mode: str, max_proposals: int, width: int | None, k: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'fast' or 'quality', got {mode!r}")
+    if max_proposals < 1 or (width is not None and width < 1) or k < 1:
+        raise ValueError(
+            f"max_proposals, width (or None) and k must be >= 1, got {max_proposals}, {width} and {k}"
+        )
+
+
 def _rgb_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
@@ -82,7 +92,11 @@ def _rgb_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def selective_search(
-    image: Image.Image | np.ndarray, mode: ProposalMode = "fast", max_proposals: int = 2000, width: int | None = 500
+    image: Image.Image | np.ndarray,
+    mode: ProposalMode = "fast",
+    max_proposals: int = 2000,
+    width: int | None = 500,
+    k: int = DEFAULT_K,
 ) -> np.ndarray:
     """Selective-search region proposals of one image, best ranked first.
 
@@ -95,6 +109,10 @@ def selective_search(
         width: Resize the image (bilinear, antialiased when shrinking like MATLAB's ``imresize``, aspect kept) to
             this width for the search, as R-CNN's wrapper did with 500 px, and scale the boxes back; None
             searches the image as it is. The resize sets the scale of the segmentation (its k is in pixels).
+        k: The graph segmentations' threshold (Felzenszwalb & Huttenlocher's k; OpenCV's ``base_k`` and
+            ``inc_k``, from which it steps k up for each further segmentation). Smaller k segments finer and so
+            proposes more, smaller boxes. Uijlings et al. start at 50 (fast: k = 50, 100), the default here;
+            OpenCV's own default, 150, proposes far fewer.
 
     Returns:
         R x 4 float32 boxes, xyxy in ``image``'s 0-based pixels, x2/y2 exclusive (OpenCV's (x, y, w, h) becomes
@@ -105,10 +123,7 @@ def selective_search(
     before each search; on non-POSIX systems the ranking may differ from call to call). ``cv2.setNumThreads`` is
     left as it is: ``ProposalCache`` runs one single-threaded search per process.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be 'fast' or 'quality', got {mode!r}")
-    if max_proposals < 1 or (width is not None and width < 1):
-        raise ValueError(f"max_proposals must be >= 1 and width >= 1 or None, got {max_proposals} and {width}")
+    _check_settings(mode, max_proposals, width, k)
     pixels = _rgb_pixels(image)
     height, image_width = pixels.shape[:2]
     if height == 0 or image_width == 0:
@@ -121,9 +136,9 @@ def selective_search(
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(np.ascontiguousarray(pixels[:, :, ::-1]))  # OpenCV reads BGR
     if mode == "fast":
-        search.switchToSelectiveSearchFast()
+        search.switchToSelectiveSearchFast(k, k)
     else:
-        search.switchToSelectiveSearchQuality()
+        search.switchToSelectiveSearchQuality(k, k)
     library = _c_library()
     with _RAND_LOCK:
         if library is not None:
@@ -146,9 +161,9 @@ def selective_search(
 # ------------------------------------------------------------------------------------------------------- cache
 
 
-def settings_name(mode: str, max_proposals: int, width: int | None) -> str:
-    """The cache sub-folder of one setting, e.g. ``selective_search-fast-max2000-w500``."""
-    return f"selective_search-{mode}-max{max_proposals}-w{width or 'orig'}"
+def settings_name(mode: str, max_proposals: int, width: int | None, k: int = DEFAULT_K) -> str:
+    """The cache sub-folder of one setting, e.g. ``selective_search-fast-max2000-w500-k50``."""
+    return f"selective_search-{mode}-max{max_proposals}-w{width or 'orig'}-k{k}"
 
 
 def _init_worker() -> None:
@@ -156,14 +171,16 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _search_file(path: str, mode: str, max_proposals: int, width: int | None) -> tuple[str, np.ndarray | None, str]:
+def _search_file(
+    path: str, mode: str, max_proposals: int, width: int | None, k: int
+) -> tuple[str, np.ndarray | None, str]:
     """(path, boxes, "") or (path, None, message): a decode error travels back as text, raised by the caller."""
     try:
         image = load_rgb(path)
     except DataError as error:
         cause = error.__cause__ or error
         return path, None, f"cannot decode image {path} to compute its region proposals: {cause}. Replace or delete it."
-    return path, selective_search(image, mode, max_proposals, width), ""
+    return path, selective_search(image, mode, max_proposals, width, k), ""
 
 
 class ProposalCache:
@@ -178,7 +195,7 @@ class ProposalCache:
     every mtime and so recomputes everything. Files of replaced images stay behind unused; deleting the settings
     folder is always safe.
 
-    Every setting (mode, max_proposals, width) reads and writes its own sub-folder, which also holds
+    Every setting (mode, max_proposals, width, k) reads and writes its own sub-folder, which also holds
     ``settings.json`` (the settings and the OpenCV version that computed them). Files are written to a temporary
     name (one per process) and renamed, so an interrupted run never leaves a truncated ``<key>.npy`` and two
     processes filling one cache at once do not corrupt each other's files.
@@ -191,16 +208,15 @@ class ProposalCache:
         mode: ProposalMode = "fast",
         max_proposals: int = 2000,
         width: int | None = 500,
+        k: int = DEFAULT_K,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be 'fast' or 'quality', got {mode!r}")
-        if max_proposals < 1 or (width is not None and width < 1):
-            raise ValueError(f"max_proposals must be >= 1 and width >= 1 or None, got {max_proposals} and {width}")
+        _check_settings(mode, max_proposals, width, k)
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.mode = mode
         self.max_proposals = max_proposals
         self.width = width
-        self.settings_name = settings_name(mode, max_proposals, width)
+        self.k = k
+        self.settings_name = settings_name(mode, max_proposals, width, k)
         self.directory = Path(os.path.abspath(Path(folder).expanduser())) / self.settings_name
 
     def __repr__(self) -> str:
@@ -233,7 +249,7 @@ class ProposalCache:
         return (
             f"python -m lit_models.datamodules.proposals {shlex.quote(str(self.root))} --proposal-dir "
             f"{shlex.quote(str(self.directory.parent))} --mode {self.mode} --max-proposals {self.max_proposals} "
-            f"--width {width}"
+            f"--width {width} --k {self.k}"
         )
 
     def load(self, image_path: str | os.PathLike) -> np.ndarray:
@@ -281,7 +297,7 @@ class ProposalCache:
             workers,
             self.directory,
         )
-        tasks = [(path, self.mode, self.max_proposals, self.width) for path in todo]
+        tasks = [(path, self.mode, self.max_proposals, self.width, self.k) for path in todo]
         start = time.perf_counter()
         if workers == 1:
             threads = cv2.getNumThreads()
@@ -371,6 +387,7 @@ class ProposalCache:
             "mode": self.mode,
             "max_proposals": self.max_proposals,
             "width": self.width,
+            "k": self.k,
             "opencv": cv2.__version__,
             "boxes": "R x 4 float32 xyxy, 0-based pixels of the original image, x2/y2 exclusive, best ranked first",
             "key": "sha1 of '<path relative to root>\\0<size>\\0<mtime_ns>', first 20 hex digits, + '.npy'",
@@ -463,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=MODES, default="fast", help="selective search mode")
     parser.add_argument("--max-proposals", type=int, default=2000, help="boxes kept per image")
     parser.add_argument("--width", type=_width, default=500, help="search width in pixels, or 'none' for as-is")
+    parser.add_argument("--k", type=int, default=DEFAULT_K, help="segmentation threshold k (smaller: more boxes)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -471,7 +489,9 @@ def main(argv: list[str] | None = None) -> None:
     images = [path for folder in folders for path in list_images(folder.expanduser())]
     if not images:
         raise SystemExit(f"no images under {', '.join(map(str, folders))}")
-    cache = ProposalCache(args.proposal_dir or root / "proposals", root, args.mode, args.max_proposals, args.width)
+    cache = ProposalCache(
+        args.proposal_dir or root / "proposals", root, args.mode, args.max_proposals, args.width, args.k
+    )
     try:
         computed = cache.compute(images, workers=args.workers)
     except DataError as error:
@@ -487,7 +507,7 @@ def report_voc_recall(root: Path, args: argparse.Namespace) -> None:
 
     proposal_dir = str(args.proposal_dir) if args.proposal_dir else None
     data = DetectionDataModule(str(root), format="voc", proposals=args.mode, max_proposals=args.max_proposals,
-                               proposal_width=args.width, proposal_dir=proposal_dir)  # fmt: skip
+                               proposal_width=args.width, proposal_k=args.k, proposal_dir=proposal_dir)  # fmt: skip
     try:
         report = data.compute_proposals(("train", "val", "test"))
     except DataError as error:

@@ -43,6 +43,7 @@ class FastRCNN(Detector):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.3,
         detections_per_img: int = 100,
+        svd_ranks: tuple[int, int] | None = None,
         bias_lr_mult: float = 1.0,
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
@@ -70,6 +71,9 @@ class FastRCNN(Detector):
             score_thresh: Detections below this score are dropped.
             nms_thresh: Per-class NMS IoU at test (0.3).
             detections_per_img: Most detections kept per image.
+            svd_ranks: Test and predict with fc6 and fc7 replaced by their truncated SVDs of these ranks (§3.1; the
+                paper: 1024 and 256 for VGG-16's 4096-wide layers); None uses them as trained. Validation during
+                training always uses the trained layers.
             bias_lr_mult: Learning-rate multiplier of biases (Caffe recipes: 2).
             bias_weight_decay: Whether biases are weight-decayed (Caffe recipes: no).
             optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9).
@@ -98,5 +102,18 @@ class FastRCNN(Detector):
         if backbone_weights:
             net.load_backbone(backbone_weights)
         super().__init__(net, num_classes, optimizer, lr_scheduler)
+        self.svd_ranks = tuple(svd_ranks) if svd_ranks else None
         self.bias_lr_mult = bias_lr_mult
         self.bias_weight_decay = bias_weight_decay
+
+    def on_test_start(self) -> None:
+        self.net.truncate_head(self.svd_ranks)
+
+    def on_predict_start(self) -> None:
+        self.net.truncate_head(self.svd_ranks)
+
+    def on_test_end(self) -> None:
+        self.net.truncate_head(None)
+
+    def on_predict_end(self) -> None:
+        self.net.truncate_head(None)

@@ -10,7 +10,8 @@ each class's regressed box, per-class NMS 0.3. Shared parts: :mod:`lit_models.ne
 Deviations from the paper:
 
 * Single scale: the image at the size the DataModule gives it (the paper: shorter side 600, capped at 1000;
-  its multi-scale pyramid is not offered). No truncated SVD of the fully connected layers.
+  its multi-scale pyramid is not offered). The truncated SVD of fc6/fc7 (§3.1) is
+  :meth:`~lit_models.nets.region_heads.RegionDetectorNet.truncate_head`, used at test by ``FastRCNN(svd_ranks=...)``.
 * ``roi_pool="align"`` swaps RoI max pooling for RoIAlign (Mask R-CNN, 2017; ``aligned=True``, the half-pixel
   correct version).
 * The box loss is summed over foreground RoIs and divided by the number of sampled RoIs (the reference code's
@@ -28,7 +29,7 @@ from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args
+from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_op, roi_pool_windows
 
 
 class FastRCNNNet(RegionDetectorNet):
@@ -101,14 +102,23 @@ class FastRCNNNet(RegionDetectorNet):
         )
         self.roi_pool, self.pool_size, self.sampling_ratio = roi_pool, pool_size, sampling_ratio
 
+    def pooling_windows(self, rois: Tensor) -> Tensor | None:
+        """RoI max pooling reads only the rounded cells of each RoI, so proposals on the same cells share
+        features; RoIAlign samples at exact positions."""
+        return roi_pool_windows(rois, 1.0 / self.trunk.stride) if self.roi_pool == "pool" else None
+
     def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
         """sum(R_i) x C * 7 * 7: each RoI's grid from its image's feature map."""
+        return self.pool_features(self.trunk_maps(images), rois)
+
+    def pool_features(self, maps: list[Tensor], rois: list[Tensor]) -> Tensor:
+        """The RoI grids from the trunk's C x h x w maps, image by image."""
         scale = 1.0 / self.trunk.stride
         grids = []
-        for features, boxes in zip(self.trunk_maps(images), rois, strict=True):  # C x h x w, R x 4
+        for features, boxes in zip(maps, rois, strict=True):  # C x h x w, R x 4
             if self.roi_pool == "pool":
-                grid = roi_pool(features[None], [boxes], self.pool_size, scale)  # R x C x 7 x 7
+                grid = roi_op(roi_pool, features, boxes, self.pool_size, scale)  # R x C x 7 x 7
             else:
-                grid = roi_align(features[None], [boxes], self.pool_size, scale, self.sampling_ratio, aligned=True)
+                grid = roi_op(roi_align, features, boxes, self.pool_size, scale, self.sampling_ratio, aligned=True)
             grids.append(grid.flatten(1))
         return torch.cat(grids)

@@ -36,10 +36,12 @@ Deviations from the papers, common to the three nets:
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -54,6 +56,7 @@ from lit_models.nets.faster_rcnn import freeze_first_convs
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation: std 0.1 (centre), 0.2 (size)
 MIN_BOX_SIZE = 1e-2  # torchvision's RoIHeads: drop degenerate detections
+MIN_ROIS_PER_THREAD = 64  # below this a thread's start-up costs more than its share of the RoIs
 
 
 def check_args(owner: str, rules: list[tuple[str, Any, bool, str]]) -> None:
@@ -206,6 +209,8 @@ class RegionDetectorNet(nn.Module, ABC):
             ("relu7", nn.ReLU(inplace=True)),
             ("drop7", nn.Dropout(dropout)),
         ]))  # fmt: skip
+        self.share_pooling_windows = True  # False: every proposal through the head, as the papers ran them
+        self._truncated_head: tuple[nn.Module, ...] = ()  # truncate_head's snapshot; a tuple keeps it off state_dict
         self.cls_score = nn.Linear(representation_size, num_classes)
         # Fast R-CNN §2.3: the new layers start from N(0, 0.01) (classifier) and N(0, 0.001) (box regression).
         init_linear(self.cls_score, 0.01)
@@ -224,6 +229,12 @@ class RegionDetectorNet(nn.Module, ABC):
     def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
         """sum(R_i) x D_pool: each RoI's features before fc6 (RoIs in input pixels, image by image)."""
 
+    def pooling_windows(self, rois: Tensor) -> Tensor | None:
+        """R x 4 integers that alone decide each RoI's pooled features (its cells on a quantised feature map), or
+        None where every RoI's features differ (bilinear warps, RoIAlign). :meth:`predict` runs the head once per
+        distinct window of an image: the same scores and deltas, and fewer RoIs through fc6/fc7."""
+        return None
+
     def trunk_maps(self, images: Tensor | list[Tensor]) -> list[Tensor]:
         """The trunk once per image -> C x h x w maps; one batched pass when the images share a size."""
         if isinstance(images, Tensor):
@@ -238,12 +249,28 @@ class RegionDetectorNet(nn.Module, ABC):
         papers copy them)."""
         copy_vgg_fc(self.trunk.load_classifier_weights(path), self.head.fc6, self.head.fc7)
 
+    def truncate_head(self, ranks: tuple[int, int] | None) -> None:
+        """Fast R-CNN §3.1: detect with fc6 and fc7 replaced by their truncated SVDs of ranks ``ranks`` (the
+        paper: 1024 and 256 of 4096), which cuts the per-RoI cost of the head; None detects with fc6/fc7 again.
+
+        The factorisation is a snapshot of the current weights: the next training step discards it.
+        """
+        if ranks is None:
+            self._truncated_head = ()
+            return
+        check_args(type(self).__name__, [("svd ranks", ranks, len(ranks) == 2 and min(ranks) >= 1, "two ranks >= 1")])
+        fc6, fc7 = self.head.fc6, self.head.fc7
+        self._truncated_head = (
+            nn.Sequential(truncated_svd(fc6, ranks[0]), nn.ReLU(), truncated_svd(fc7, ranks[1]), nn.ReLU()),
+        )
+
     # ------------------------------------------------------------------------------------------ training
 
     def loss(self, images: Tensor | list[Tensor], targets: list[dict], proposals: list[Tensor]) -> dict[str, Tensor]:
         """The loss parts (train mode): joint or fine-tuning {"loss_classifier"[, "loss_box_reg"]}, SVM stage
         {"loss_svm", "loss_box_reg"}."""
         proposals = self.check_inputs(images, proposals, targets)
+        self._truncated_head = ()  # the weights are about to change
         targets = [
             {"boxes": t["boxes"].to(p).reshape(-1, 4), "labels": t["labels"].to(p.device, torch.int64)}
             for t, p in zip(targets, proposals, strict=True)
@@ -323,24 +350,41 @@ class RegionDetectorNet(nn.Module, ABC):
         """
         proposals = self.check_inputs(images, proposals)
         rois = torch.cat(proposals)  # R x 4
+        distinct, expand = self.distinct_windows(proposals)  # U_i x 4 per image; R indices into their U rows
         with evaluating(self):  # no dropout, BN running statistics; no_grad is the caller's anyway
-            pooled = self.pooled(images, proposals)  # R x D_pool
-            features = self.head(pooled)  # R x 4096
+            pooled = self.pooled(images, distinct)  # U x D_pool
+            features = (self._truncated_head or (self.head,))[0](pooled)  # U x 4096
             if self.scheme == "staged" and bool(self.svm_trained):
-                scores = torch.sigmoid(self.svm(features))
-                boxes = self.decode(self.box_regressor(pooled), rois)
+                scores = torch.sigmoid(self.svm(features))[expand]  # R x K
+                boxes = self.decode(self.box_regressor(pooled)[expand], rois)
             elif self.scheme == "staged":  # fine-tuned softmax on the unregressed proposals
-                scores = F.softmax(self.cls_score(features), -1)
+                scores = F.softmax(self.cls_score(features), -1)[expand]
                 boxes = rois[:, None].expand(-1, self.num_classes, 4)
             else:
-                scores = F.softmax(self.cls_score(features), -1)
-                boxes = self.decode(self.bbox_pred(features), rois)
+                scores = F.softmax(self.cls_score(features), -1)[expand]
+                boxes = self.decode(self.bbox_pred(features)[expand], rois)
         counts = [len(p) for p in proposals]
         sizes = image_sizes(images)
         return [
             self.postprocess(b, s, size)
             for b, s, size in zip(boxes.split(counts), scores.split(counts), sizes, strict=True)
         ]
+
+    def distinct_windows(self, proposals: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        """One proposal per distinct pooling window of each image, and for each of the sum(R_i) proposals the
+        row of its window among the concatenated sum(U_i) (all proposals when windows are not quantised)."""
+        distinct, expand, offset = [], [], 0
+        for boxes in proposals:
+            cells = self.pooling_windows(boxes) if self.share_pooling_windows else None
+            if cells is None:
+                return proposals, torch.arange(sum(map(len, proposals)), device=boxes.device)
+            windows, inverse = torch.unique(cells, dim=0, return_inverse=True)
+            first = torch.zeros(len(windows), dtype=torch.int64, device=boxes.device)
+            first.scatter_(0, inverse, torch.arange(len(boxes), device=boxes.device))  # any member represents it
+            distinct.append(boxes[first])
+            expand.append(inverse + offset)
+            offset += len(windows)
+        return distinct, torch.cat(expand) if expand else torch.zeros(0, dtype=torch.int64)
 
     def decode(self, deltas: Tensor, rois: Tensor) -> Tensor:
         """R x 4K class-specific deltas relative to R x 4 RoIs -> R x K x 4 boxes."""
@@ -383,11 +427,59 @@ class RegionDetectorNet(nn.Module, ABC):
         return checked
 
 
+@functools.cache
+def _roi_threads(count: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(count, thread_name_prefix="lit_models-roi")
+
+
+def roi_op(op: Callable[..., Tensor], features: Tensor, boxes: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    """``op(features[None], [boxes], *args, **kwargs)`` for a torchvision RoI op (``roi_pool``, ``roi_align``) on
+    one image's C x h x w features.
+
+    torchvision's CPU kernels loop over the RoIs on one core. Without gradients (detection at test) the RoIs are
+    split over torch's intra-op thread count and pooled in that many threads (the kernels release the GIL); the
+    result is the same tensor.
+    """
+    threads = min(torch.get_num_threads(), len(boxes) // MIN_ROIS_PER_THREAD)
+    if threads < 2 or features.device.type != "cpu" or torch.is_grad_enabled():
+        return op(features[None], [boxes], *args, **kwargs)
+
+    def pool(part: Tensor) -> Tensor:
+        with torch.no_grad():  # grad mode is per thread
+            return op(features[None], [part], *args, **kwargs)
+
+    return torch.cat(list(_roi_threads(threads).map(pool, boxes.tensor_split(threads))))
+
+
+def roi_pool_windows(rois: Tensor, spatial_scale: float) -> Tensor:
+    """R x 4 RoIs -> the R x 4 feature-map cells ``torchvision.ops.roi_pool`` quantises them to: C's ``round`` of
+    each coordinate times the scale, halves away from zero (``torch.round`` would round them to even)."""
+    scaled = (rois * spatial_scale).abs()
+    floor = scaled.floor()
+    rounded = torch.where(scaled - floor == 0.5, floor + 1, scaled.round())
+    return (rounded * rois.sign()).to(torch.int64)
+
+
 def foreground_deltas(outputs: Tensor, labels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """R x 4K class-specific deltas, R labels, R x 4 targets -> the F x 4 deltas of each foreground RoI's own
     class and its F x 4 targets."""
     fg = torch.where(labels > 0)[0]
     return outputs.view(len(labels), outputs.shape[1] // 4, 4)[fg, labels[fg]], targets[fg]
+
+
+def truncated_svd(layer: nn.Linear, rank: int) -> nn.Sequential:
+    """Fast R-CNN §3.1: ``W`` (u x v) ~ ``U_t S_t V_t^T`` as two layers, ``S_t V_t^T`` (t x v, no bias) then ``U_t``
+    (u x t, with the original bias): t(u + v) multiply-adds per input instead of uv. A rank at or above min(u, v)
+    keeps every singular value (exact)."""
+    with torch.no_grad():
+        left, singular, right = torch.linalg.svd(layer.weight, full_matrices=False)  # u x r, r, r x v
+        rank = min(rank, len(singular))
+        first = nn.Linear(layer.in_features, rank, bias=False, device=layer.weight.device, dtype=layer.weight.dtype)
+        second = nn.Linear(rank, layer.out_features, device=layer.weight.device, dtype=layer.weight.dtype)
+        first.weight.copy_(singular[:rank, None] * right[:rank])
+        second.weight.copy_(left[:, :rank])
+        second.bias.copy_(layer.bias)
+    return nn.Sequential(first, second)
 
 
 def init_linear(layer: nn.Linear, std: float) -> None:

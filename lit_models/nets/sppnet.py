@@ -31,7 +31,7 @@ from torch import Tensor
 from torchvision.ops import roi_pool
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args
+from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_op, roi_pool_windows
 
 
 class SPPNetNet(RegionDetectorNet):
@@ -103,11 +103,19 @@ class SPPNetNet(RegionDetectorNet):
         )
         self.pyramid_levels = tuple(int(n) for n in levels)
 
+    def pooling_windows(self, rois: Tensor) -> Tensor:
+        """Every pyramid level max-pools the RoI's rounded cells (§2.3's window on the feature map)."""
+        return roi_pool_windows(rois, 1.0 / self.trunk.stride)
+
     def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
         """sum(R_i) x C * sum(n^2): each window's pyramid, level after level, from its image's conv5 map."""
+        return self.pool_features(self.trunk_maps(images), rois)
+
+    def pool_features(self, maps: list[Tensor], rois: list[Tensor]) -> Tensor:
+        """The RoI pyramids from the trunk's C x h x w maps, image by image."""
         scale = 1.0 / self.trunk.stride
         pyramids = []
-        for features, boxes in zip(self.trunk_maps(images), rois, strict=True):  # C x h x w, R x 4
-            levels = [roi_pool(features[None], [boxes], n, scale).flatten(1) for n in self.pyramid_levels]
+        for features, boxes in zip(maps, rois, strict=True):  # C x h x w, R x 4
+            levels = [roi_op(roi_pool, features, boxes, n, scale).flatten(1) for n in self.pyramid_levels]
             pyramids.append(torch.cat(levels, 1))  # R x C*(36+9+4+1)
         return torch.cat(pyramids)
