@@ -61,9 +61,11 @@ def train(name: str, save_dir: Path) -> dict:
 
 
 def reused(folder: Path, name: str) -> dict:
-    """The rows of an earlier --keep run (its fit and test runs) without training again."""
+    """The rows of an earlier --keep run (its fit and test runs) without training again; the fit time is the span
+    of its run folder's writes (the logger's first file to the last checkpoint), without the process start-up."""
     runs = sorted((folder / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    return summary(name, runs[0], runs[-1], float("nan"))
+    written = [path.stat().st_mtime for path in runs[0].rglob("*") if path.is_file()]
+    return summary(name, runs[0], runs[-1], max(written) - min(written))
 
 
 def summary(name: str, fit_run: Path, test_run: Path, fit_seconds: float) -> dict:

@@ -32,6 +32,10 @@ Deviations from the papers, common to the three nets:
   - Test scores are ``sigmoid(svm(fc7))``: the sigmoid keeps the SVMs' ranking and maps their decision boundary
     to 0.5, so ``score_thresh`` keeps its meaning. Until the SVM stage has run (``svm_trained``), the softmax of
     the fine-tuned classifier scores the unregressed proposals, so validation during fine-tuning is meaningful.
+
+Two test-time economies, both exact: SPPNet and Fast R-CNN (RoI max pooling) run the head once per distinct
+feature-map window (:meth:`RegionDetectorNet.pooling_windows`; ``share_pooling_windows = False`` runs every
+proposal, as the papers did), and torchvision's single-core CPU RoI kernels are split over threads (:func:`roi_op`).
 """
 
 from __future__ import annotations
