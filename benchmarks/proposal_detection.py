@@ -103,6 +103,12 @@ def test_scenes(proposals: dict) -> tuple[list[dict], dict]:
     return list(data.test_dataloader()), stats
 
 
+def config_svd_ranks(name: str) -> tuple[int, int] | None:
+    model = yaml.safe_load((REPO / "configs" / "detection" / f"{name}.yaml").read_text())["model"]["init_args"]
+    ranks = model.get("svd_ranks")
+    return tuple(ranks) if ranks else None
+
+
 def as_tested(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
     """Each model as ``lit-models test`` runs it, plus SPPNet and Fast R-CNN with every proposal through the full
     fc6/fc7, as the papers ran them (their own rows)."""
@@ -112,7 +118,7 @@ def as_tested(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
         if name not in CONFIGS:
             variants[name] = model
             continue
-        model.net.truncate_head(getattr(model, "svd_ranks", None))
+        model.net.truncate_head(config_svd_ranks(name))  # the config's, as `lit-models test` uses
         variants[name] = model
         if name != "rcnn_shapes":  # R-CNN's warps share nothing
             plain = copy.deepcopy(model)

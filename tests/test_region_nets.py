@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from lit_models.nets.fast_rcnn import FastRCNNNet
 from lit_models.nets.rcnn import RCNNNet, context_windows, warp
-from lit_models.nets.region_heads import label_proposals, roi_op, roi_pool_windows, truncated_svd
+from lit_models.nets.region_heads import label_proposals, roi_pool_windows, truncated_svd
 from lit_models.nets.sppnet import SPPNetNet
 from lit_models.nets.vgg import VGG
 
@@ -251,19 +251,6 @@ def test_roi_pool_windows_are_the_cells_roi_pool_reads():
     torch.testing.assert_close(pooled[:, 0], (y2 * width + x2).float())
     torch.testing.assert_close(pooled[:, 1], -(y1 * width + x1).float())
     assert roi_pool_windows(torch.tensor([[-8.0, -24, 8, 40]]), 1 / 16).tolist() == [[-1, -2, 1, 3]]  # C round
-
-
-def test_roi_ops_split_over_threads_give_the_same_tensor():
-    generator = torch.Generator().manual_seed(0)
-    features = torch.randn(16, 8, 8, generator=generator, requires_grad=True)
-    corners = torch.rand(300, 2, generator=generator) * 100
-    boxes = torch.cat([corners, corners + torch.rand(300, 2, generator=generator) * 60 + 1], 1)
-    torch.set_num_threads(3)  # 3 threads of 100 RoIs (the autouse fixture restores the count)
-    for op, args in ((roi_pool, (7, 1 / 16)), (roi_align, (7, 1 / 16, 2, True))):
-        whole = op(features[None], [boxes], *args)
-        with torch.no_grad():
-            torch.testing.assert_close(roi_op(op, features, boxes, *args), whole, rtol=0, atol=0)
-        assert roi_op(op, features, boxes, *args).grad_fn is not None  # training: one call, differentiable
 
 
 @pytest.mark.parametrize("name", ["sppnet", "fast_rcnn"])

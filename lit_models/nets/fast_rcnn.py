@@ -29,7 +29,7 @@ from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_op, roi_pool_windows
+from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_pool_windows
 
 
 class FastRCNNNet(RegionDetectorNet):
@@ -117,8 +117,8 @@ class FastRCNNNet(RegionDetectorNet):
         grids = []
         for features, boxes in zip(maps, rois, strict=True):  # C x h x w, R x 4
             if self.roi_pool == "pool":
-                grid = roi_op(roi_pool, features, boxes, self.pool_size, scale)  # R x C x 7 x 7
+                grid = roi_pool(features[None], [boxes], self.pool_size, scale)  # R x C x 7 x 7
             else:
-                grid = roi_op(roi_align, features, boxes, self.pool_size, scale, self.sampling_ratio, aligned=True)
+                grid = roi_align(features[None], [boxes], self.pool_size, scale, self.sampling_ratio, aligned=True)
             grids.append(grid.flatten(1))
         return torch.cat(grids)

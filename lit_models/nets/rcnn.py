@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_op
+from lit_models.nets.region_heads import RegionDetectorNet, check_args
 
 
 def context_windows(boxes: Tensor, warp_size: int, padding: int) -> Tensor:
@@ -48,7 +48,7 @@ def context_windows(boxes: Tensor, warp_size: int, padding: int) -> Tensor:
 def warp(image: Tensor, boxes: Tensor, warp_size: int, padding: int) -> Tensor:
     """3 x H x W image, R x 4 boxes -> R x 3 x warp_size x warp_size crops with context (module docstring)."""
     windows = context_windows(boxes, warp_size, padding)
-    return roi_op(roi_align, image, windows, warp_size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    return roi_align(image[None], [windows], warp_size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
 
 
 class RCNNNet(RegionDetectorNet):

@@ -33,19 +33,17 @@ Deviations from the papers, common to the three nets:
     to 0.5, so ``score_thresh`` keeps its meaning. Until the SVM stage has run (``svm_trained``), the softmax of
     the fine-tuned classifier scores the unregressed proposals, so validation during fine-tuning is meaningful.
 
-Two test-time economies, both exact: SPPNet and Fast R-CNN (RoI max pooling) run the head once per distinct
-feature-map window (:meth:`RegionDetectorNet.pooling_windows`; ``share_pooling_windows = False`` runs every
-proposal, as the papers did), and torchvision's single-core CPU RoI kernels are split over threads (:func:`roi_op`).
+A test-time economy, exact: SPPNet and Fast R-CNN (RoI max pooling) run the head once per distinct feature-map
+window (:meth:`RegionDetectorNet.pooling_windows`; ``share_pooling_windows = False`` runs every proposal, as the
+papers did).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -60,7 +58,6 @@ from lit_models.nets.faster_rcnn import freeze_first_convs
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation: std 0.1 (centre), 0.2 (size)
 MIN_BOX_SIZE = 1e-2  # torchvision's RoIHeads: drop degenerate detections
-MIN_ROIS_PER_THREAD = 64  # below this a thread's start-up costs more than its share of the RoIs
 
 
 def check_args(owner: str, rules: list[tuple[str, Any, bool, str]]) -> None:
@@ -429,30 +426,6 @@ class RegionDetectorNet(nn.Module, ABC):
             if labels.numel() and not 1 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
                 raise ValueError(f"{name} target labels must be in 1..{self.num_classes - 1}, got {labels.tolist()}")
         return checked
-
-
-@functools.cache
-def _roi_threads(count: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(count, thread_name_prefix="lit_models-roi")
-
-
-def roi_op(op: Callable[..., Tensor], features: Tensor, boxes: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    """``op(features[None], [boxes], *args, **kwargs)`` for a torchvision RoI op (``roi_pool``, ``roi_align``) on
-    one image's C x h x w features.
-
-    torchvision's CPU kernels loop over the RoIs on one core. Without gradients (detection at test) the RoIs are
-    split over torch's intra-op thread count and pooled in that many threads (the kernels release the GIL); the
-    result is the same tensor.
-    """
-    threads = min(torch.get_num_threads(), len(boxes) // MIN_ROIS_PER_THREAD)
-    if threads < 2 or features.device.type != "cpu" or torch.is_grad_enabled():
-        return op(features[None], [boxes], *args, **kwargs)
-
-    def pool(part: Tensor) -> Tensor:
-        with torch.no_grad():  # grad mode is per thread
-            return op(features[None], [part], *args, **kwargs)
-
-    return torch.cat(list(_roi_threads(threads).map(pool, boxes.tensor_split(threads))))
 
 
 def roi_pool_windows(rois: Tensor, spatial_scale: float) -> Tensor:

@@ -31,7 +31,7 @@ from torch import Tensor
 from torchvision.ops import roi_pool
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_op, roi_pool_windows
+from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_pool_windows
 
 
 class SPPNetNet(RegionDetectorNet):
@@ -116,6 +116,6 @@ class SPPNetNet(RegionDetectorNet):
         scale = 1.0 / self.trunk.stride
         pyramids = []
         for features, boxes in zip(maps, rois, strict=True):  # C x h x w, R x 4
-            levels = [roi_op(roi_pool, features, boxes, n, scale).flatten(1) for n in self.pyramid_levels]
+            levels = [roi_pool(features[None], [boxes], n, scale).flatten(1) for n in self.pyramid_levels]
             pyramids.append(torch.cat(levels, 1))  # R x C*(36+9+4+1)
         return torch.cat(pyramids)
