@@ -14,6 +14,7 @@ from conftest import REPO, run_cli
 from lit_models.datamodules.detection import DetectionDataModule
 from lit_models.datamodules.proposals import main
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
+from lit_models.detection import FastRCNN
 
 CONFIGS = REPO / "configs" / "detection"
 DETECTORS = ["rcnn", "sppnet", "fast_rcnn"]
@@ -134,6 +135,11 @@ def test_fast_rcnn_on_coco_json(shapes_tree, tmp_path):
     run_cli("test", *args, "--ckpt_path", "last", cwd=tmp_path)
     metrics = (tmp_path / "runs" / "fast_rcnn_shapes" / "version_1" / "metrics.csv").read_text()
     assert "test/map_50" in metrics and "test/ap_50/triangle" in metrics
+
+
+def test_bad_svd_ranks_are_refused_when_the_module_is_built():
+    with pytest.raises(ValueError, match="svd_ranks must be two ranks >= 1"):
+        FastRCNN(num_classes=4, backbone="resnet18", width_mult=0.125, representation_size=32, svd_ranks=(0, 4))
 
 
 def test_a_proposal_detector_without_proposals_is_refused(shapes_tree, tmp_path):

@@ -102,6 +102,8 @@ class FastRCNN(Detector):
         if backbone_weights:
             net.load_backbone(backbone_weights)
         super().__init__(net, num_classes, optimizer, lr_scheduler)
+        if svd_ranks is not None and (len(svd_ranks) != 2 or min(svd_ranks) < 1):
+            raise ValueError(f"svd_ranks must be two ranks >= 1 (fc6, fc7) or null, got {svd_ranks}")
         self.svd_ranks = tuple(svd_ranks) if svd_ranks else None
         self.bias_lr_mult = bias_lr_mult
         self.bias_weight_decay = bias_weight_decay
