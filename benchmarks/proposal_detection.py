@@ -83,11 +83,16 @@ def summary(name: str, fit_run: Path, test_run: Path, fit_seconds: float) -> dic
     }
 
 
+def config_args(name: str, section: str) -> dict:
+    """``init_args`` of a config's ``data`` or ``model`` section."""
+    return yaml.safe_load((REPO / "configs" / "detection" / f"{name}.yaml").read_text())[section]["init_args"]
+
+
 def config_proposals() -> dict:
     """The proposal setting of the three configs, which must agree: the comparison's "same 2,000 proposals"."""
     settings = {}
     for name in CONFIGS:
-        data = yaml.safe_load((REPO / "configs" / "detection" / f"{name}.yaml").read_text())["data"]["init_args"]
+        data = config_args(name, "data")
         settings[name] = {key: data.get(key) for key in PROPOSAL_SETTINGS}
     if len({tuple(found.values()) for found in settings.values()}) != 1:
         raise SystemExit(f"the configs' proposal settings differ: {settings}")
@@ -104,8 +109,7 @@ def test_scenes(proposals: dict) -> tuple[list[dict], dict]:
 
 
 def config_svd_ranks(name: str) -> tuple[int, int] | None:
-    model = yaml.safe_load((REPO / "configs" / "detection" / f"{name}.yaml").read_text())["model"]["init_args"]
-    ranks = model.get("svd_ranks")
+    ranks = config_args(name, "model").get("svd_ranks")
     return tuple(ranks) if ranks else None
 
 
@@ -160,7 +164,8 @@ def run_once(model: torch.nn.Module, scene: dict) -> list[dict]:
 
 
 def time_parts(model: torch.nn.Module, scenes: list[dict], rounds: int) -> dict[str, float]:
-    """Milliseconds per image of a shared-feature detector's test pass, by part (median over rounds): the trunk,
+    """Milliseconds per image of a shared-feature detector's test pass, by part (median over every scene of every
+    round): the trunk,
     RoI pooling of the distinct windows (torchvision's kernel), and everything else (the distinct windows, the
     head, decoding, NMS)."""
     net = model.net
