@@ -165,9 +165,8 @@ def run_once(model: torch.nn.Module, scene: dict) -> list[dict]:
 
 def time_parts(model: torch.nn.Module, scenes: list[dict], rounds: int) -> dict[str, float]:
     """Milliseconds per image of a shared-feature detector's test pass, by part (median over every scene of every
-    round): the trunk,
-    RoI pooling of the distinct windows (torchvision's kernel), and everything else (the distinct windows, the
-    head, decoding, NMS)."""
+    round): the trunk, RoI pooling of the distinct windows (torchvision's kernel), and everything else (the
+    distinct windows, the head, decoding, NMS)."""
     net = model.net
     parts: dict[str, list[float]] = {"total": [], "trunk": [], "pooling": []}
     with torch.inference_mode():
