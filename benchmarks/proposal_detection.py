@@ -34,6 +34,7 @@ from cli_runs import REPO, all_metrics, describe_checkpoint, fit_and_test, last_
 from lit_models.datamodules.detection import DetectionDataModule
 from lit_models.detection import RCNN, FasterRCNN, FastRCNN, SPPNet, YOLOv1
 from lit_models.detection.base import evaluation_targets, mean_average_precision
+from lit_models.nets.region_heads import image_sizes
 
 CONFIGS = {
     "rcnn_shapes": RCNN,
@@ -173,7 +174,8 @@ def time_parts(model: torch.nn.Module, scenes: list[dict], rounds: int) -> dict[
         for _ in range(rounds):
             for scene in scenes:
                 image, proposals = scene["image"], scene["proposals"]
-                distinct, _ = net.distinct_windows(net.check_inputs(image, proposals))
+                sizes = image_sizes(image)
+                distinct, _ = net.distinct_windows(net.check_inputs(image, proposals), sizes)
                 start = time.perf_counter()
                 model(image, proposals)
                 parts["total"].append(time.perf_counter() - start)
@@ -181,7 +183,7 @@ def time_parts(model: torch.nn.Module, scenes: list[dict], rounds: int) -> dict[
                 maps = net.trunk_maps(image)
                 parts["trunk"].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                net.pool_features(maps, distinct)
+                net.pool_features(maps, distinct, sizes)
                 parts["pooling"].append(time.perf_counter() - start)
     medians = {name: 1000 * statistics.median(values) for name, values in parts.items()}
     medians["rest"] = medians["total"] - medians["trunk"] - medians["pooling"]

@@ -23,9 +23,18 @@ _EXPORTS = {
     "FastRCNN": "lit_models.detection",
     "FasterRCNN": "lit_models.detection",
     "YOLOv1": "lit_models.detection",
+    "SequenceModule": "lit_models.sequence",
+    "Markov": "lit_models.sequence",
+    "RNN": "lit_models.sequence",
+    "LSTM": "lit_models.sequence",
+    "GRU": "lit_models.sequence",
     "ImageFolderDataModule": "lit_models.datamodules.image_folder",
     "SegmentationDataModule": "lit_models.datamodules.segmentation",
     "DetectionDataModule": "lit_models.datamodules.detection",
+    "TextDataModule": "lit_models.datamodules.sequence",
+    "ArrayDataModule": "lit_models.datamodules.sequence",
+    "MNIST1DDataModule": "lit_models.datamodules.sequence",
+    "AddingProblemDataModule": "lit_models.datamodules.sequence",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,8 +16,10 @@ import lit_models.classification  # noqa: F401
 import lit_models.datamodules.detection  # noqa: F401
 import lit_models.datamodules.image_folder  # noqa: F401
 import lit_models.datamodules.segmentation  # noqa: F401
+import lit_models.datamodules.sequence  # noqa: F401
 import lit_models.detection  # noqa: F401
 import lit_models.segmentation  # noqa: F401
+import lit_models.sequence  # noqa: F401
 
 
 def checkpoint_folders(trainer: Trainer) -> list[Path]:

@@ -23,6 +23,7 @@ class TaskModule(pl.LightningModule):
     """
 
     monitor = "val/loss"
+    monitor_mode: str | None = None  # "min" or "max"; None: "min" for a loss, else "max"
     prediction_writer: type | None = None
     class_names: list[str] | None = None
     # Caffe-era recipes (FCN, R-CNN family) train biases at twice the learning rate without weight decay; a
@@ -89,7 +90,7 @@ class TaskModule(pl.LightningModule):
         default = ModelCheckpoint()
         if len(checkpoints) != 1 or checkpoints[0].dirpath or checkpoints[0].state_key != default.state_key:
             return []
-        mode = "min" if self.monitor.endswith("loss") else "max"
+        mode = self.monitor_mode or ("min" if self.monitor.endswith("loss") else "max")
         # The monitored one first: Lightning's in-process ckpt_path="best" reads the first callback.
         best = ModelCheckpoint(monitor=self.monitor, mode=mode, filename="best-{epoch}-{step}")
         return [best, ModelCheckpoint(filename="last", save_top_k=1)]

@@ -55,6 +55,8 @@ def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch)
     assert isinstance(cli.config["seed_everything"], int)
     num_classes = cli.datamodule.num_classes
     assert cli.model.num_classes == num_classes
+    if cli.model.net is None:  # a sequence model takes its task and input from the data when the run sets up
+        cli.model.build(cli.datamodule.task, cli.datamodule.input_size)
     assert heads(cli.model.net, num_classes), f"{config.name}: no classifier head of width {num_classes}"
     assert not heads(cli.model.net, 1000) or num_classes == 1000
 

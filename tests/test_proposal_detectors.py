@@ -79,8 +79,8 @@ def test_a_missing_cache_entry_names_the_image_and_the_command(shapes_tree, tmp_
 def tiny(detector: str, root: Path, *extra: str) -> list[str]:
     sizes = {"rcnn": ["--model.init_args.warp_size", "32", "--model.init_args.pool_size", "1",
                       "--model.init_args.finetune_epochs", "1"],
-             "sppnet": ["--model.init_args.finetune_epochs", "1"],
-             "fast_rcnn": []}  # fmt: skip
+             "sppnet": ["--model.init_args.finetune_epochs", "1", "--model.init_args.min_size", "128"],
+             "fast_rcnn": ["--model.init_args.min_size", "128"]}  # fmt: skip  # the 64-px scenes at x2
     return [
         "--config", str(CONFIGS / f"{detector}_shapes.yaml"),
         "--data.init_args.root", str(root),

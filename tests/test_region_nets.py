@@ -17,8 +17,8 @@ from lit_models.nets.vgg import VGG
 TINY = {"backbone": "resnet18", "width_mult": 0.125, "representation_size": 32, "rois_per_image": 8}
 NETS = {
     "rcnn": lambda **kw: RCNNNet(3, warp_size=64, pool_size=2, **{**TINY, **kw}),
-    "sppnet": lambda **kw: SPPNetNet(3, **{**TINY, **kw}),
-    "fast_rcnn": lambda **kw: FastRCNNNet(3, **{**TINY, **kw}),
+    "sppnet": lambda **kw: SPPNetNet(3, **{**TINY, "min_size": None, **kw}),  # the images as given
+    "fast_rcnn": lambda **kw: FastRCNNNet(3, **{**TINY, "min_size": None, **kw}),
 }
 STAGED = ("rcnn", "sppnet")
 
@@ -141,6 +141,19 @@ def test_spp_features_have_c_times_the_bins_for_any_image_size():
     torch.testing.assert_close(whole[0, -channels:], maps[0].amax((1, 2)))  # the 1 x 1 level: the window's max
 
 
+@pytest.mark.parametrize("levels", [(4, 2, 1), (6, 3, 2, 1), (8, 4, 3, 1)])
+def test_pyramid_levels_max_pooled_from_finer_ones_equal_roi_pool(levels):
+    net = NETS["sppnet"](pyramid_levels=levels)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.relu(torch.randn(4, 13, 11, generator=generator))  # non-negative, as the trunk's ReLU leaves
+    corners = torch.rand(300, 2, generator=generator) * 200 - 16  # some windows start or end off the map
+    rois = torch.cat([corners, corners + torch.rand(300, 2, generator=generator) * 120], 1)
+    rois[:100] = rois[:100].round()  # whole pixels too: bin edges on exact cell boundaries
+    direct = torch.cat([roi_pool(features[None], [rois], n, 1 / 16).flatten(1) for n in levels], 1)
+    assert torch.equal(net.pool_rois(features, rois, 1 / 16), direct)
+    assert sum(source is None for source in net.level_sources.values()) < len(levels)  # some levels derived
+
+
 @pytest.mark.parametrize("pool", ["pool", "align"])
 def test_fast_rcnn_pools_each_roi_to_7x7_from_the_stride_16_map(pool):
     net = NETS["fast_rcnn"](roi_pool=pool).eval()
@@ -254,24 +267,44 @@ def test_roi_pool_windows_are_the_cells_roi_pool_reads():
 
 
 @pytest.mark.parametrize("name", ["sppnet", "fast_rcnn"])
-def test_proposals_sharing_a_pooling_window_are_pooled_once(name):
-    net = NETS[name](score_thresh=0.0)
+def test_the_trunk_sees_the_image_at_the_papers_scale(name):
+    images, _, proposals = batch()  # 64 x 80 and 72 x 64
+    net = NETS[name](min_size=128, max_size=160).eval()  # x2: 128 x 160 and 144 x 128
+    with torch.no_grad():
+        pooled = net.pooled(images, proposals)
+        for image, boxes, size, scale in zip(images, proposals, [(128, 160), (144, 128)], [2.0, 2.0], strict=True):
+            resized = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+            maps = net.trunk(resized)
+            expected = net.pool_rois(maps[0], boxes * scale, 1 / 16)  # the boxes on the resized image
+            rows = slice(0, 5) if len(boxes) == 5 else slice(5, 7)
+            torch.testing.assert_close(pooled[rows], expected)
+    capped = NETS[name](min_size=96, max_size=100)
+    assert capped.spatial_scale((64, 80)) == pytest.approx(100 / 80 / 16)  # the longer side held at max_size
+    with pytest.raises(ValueError, match="max_size"):
+        NETS[name](min_size=600, max_size=500)
+
+
+@pytest.mark.parametrize("min_size", [None, 160])
+@pytest.mark.parametrize("name", ["sppnet", "fast_rcnn"])
+def test_proposals_sharing_a_pooling_window_are_pooled_once(name, min_size):
+    net = NETS[name](score_thresh=0.0, min_size=min_size)
     if name in STAGED:
         net.svm_trained.fill_(True)
     images, _, proposals = batch()
     # Jittered copies: at stride 16 most fall on the same cells as their originals.
     proposals = [torch.cat([boxes, boxes + 3, boxes - 2]).clamp(min=0) for boxes in proposals]
-    distinct, expand = net.distinct_windows(proposals)
+    sizes = [tuple(image.shape[1:]) for image in images]
+    distinct, expand = net.distinct_windows(proposals, sizes)
     assert sum(map(len, distinct)) < sum(map(len, proposals)) and len(expand) == sum(map(len, proposals))
     with torch.no_grad():
         shared = net.predict(images, proposals)
         net.share_pooling_windows = False  # every proposal through the head
         every = net.predict(images, proposals)
-    assert net.distinct_windows(proposals)[0] is proposals
+    assert net.distinct_windows(proposals, sizes)[0] is proposals
     for a, b in zip(shared, every, strict=True):
         for key in ("boxes", "scores", "labels"):
             torch.testing.assert_close(a[key], b[key])
-    assert FastRCNNNet(3, roi_pool="align", **TINY).pooling_windows(proposals[0]) is None
+    assert FastRCNNNet(3, roi_pool="align", **TINY).pooling_windows(proposals[0], sizes[0]) is None
 
 
 @pytest.mark.parametrize("name", list(NETS))

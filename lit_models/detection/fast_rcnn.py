@@ -30,6 +30,8 @@ class FastRCNN(Detector):
         batch_norm: bool = False,
         backbone_weights: str | None = None,
         frozen_layers: int = 0,
+        min_size: int | None = 600,
+        max_size: int | None = 1000,
         roi_pool: Literal["pool", "align"] = "pool",
         pool_size: int = 7,
         sampling_ratio: int = 2,
@@ -58,6 +60,8 @@ class FastRCNN(Detector):
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
             backbone_weights: Classifier weights for the trunk (and VGG-16's fc6/fc7 with a 4096-wide head).
             frozen_layers: First convolutions kept fixed (the paper: VGG's conv1_x and conv2_x, 4).
+            min_size: The image's shorter side before the trunk (the paper: 600); None: as given.
+            max_size: Cap on the image's longer side (the paper: 1000).
             roi_pool: "pool" (RoI max pooling, the paper) or "align" (RoIAlign).
             pool_size: The RoI grid (7: VGG-16's pool5 size, so fc6 fits it).
             sampling_ratio: RoIAlign's bilinear samples per bin side.
@@ -85,6 +89,8 @@ class FastRCNN(Detector):
             width_mult=width_mult,
             batch_norm=batch_norm,
             frozen_layers=frozen_layers,
+            min_size=min_size,
+            max_size=max_size,
             roi_pool=roi_pool,
             pool_size=pool_size,
             sampling_ratio=sampling_ratio,

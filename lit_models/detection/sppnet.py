@@ -25,6 +25,8 @@ class SPPNet(StagedDetector):
         batch_norm: bool = False,
         backbone_weights: str | None = None,
         frozen_layers: int = 0,
+        min_size: int | None = 688,
+        max_size: int | None = None,
         pyramid_levels: tuple[int, ...] = (6, 3, 2, 1),
         representation_size: int = 4096,
         dropout: float = 0.5,
@@ -51,6 +53,8 @@ class SPPNet(StagedDetector):
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
             backbone_weights: Classifier weights for the trunk.
             frozen_layers: First convolutions kept fixed (the paper fine-tunes only the fully connected layers).
+            min_size: The image's shorter side before the trunk (the paper's single scale s = 688); None: as given.
+            max_size: Cap on the image's longer side (None: no cap, as the paper).
             pyramid_levels: Bins per side of each pyramid level (paper: 6, 3, 2, 1 = 50 bins).
             representation_size: Width of fc6 and fc7.
             dropout: Dropout after fc6 and fc7 (0.5).
@@ -74,6 +78,8 @@ class SPPNet(StagedDetector):
             width_mult=width_mult,
             batch_norm=batch_norm,
             frozen_layers=frozen_layers,
+            min_size=min_size,
+            max_size=max_size,
             pyramid_levels=tuple(pyramid_levels),
             representation_size=representation_size,
             dropout=dropout,

@@ -9,9 +9,10 @@ each class's regressed box, per-class NMS 0.3. Shared parts: :mod:`lit_models.ne
 
 Deviations from the paper:
 
-* Single scale: the image at the size the DataModule gives it (the paper: shorter side 600, capped at 1000;
-  its multi-scale pyramid is not offered). The truncated SVD of fc6/fc7 (§3.1) is
-  :meth:`~lit_models.nets.region_heads.RegionDetectorNet.truncate_head`, used at test by ``FastRCNN(svd_ranks=...)``.
+* Single scale only: the image resized to a shorter side of ``min_size``, the longer side capped at ``max_size``
+  (the paper's 600 and 1000; :mod:`lit_models.nets.shared_map`); its multi-scale pyramid is not offered.
+* The truncated SVD of fc6/fc7 (§3.1) is :meth:`~lit_models.nets.region_heads.RegionDetectorNet.truncate_head`,
+  used at test by ``FastRCNN(svd_ranks=...)``.
 * ``roi_pool="align"`` swaps RoI max pooling for RoIAlign (Mask R-CNN, 2017; ``aligned=True``, the half-pixel
   correct version).
 * The box loss is summed over foreground RoIs and divided by the number of sampled RoIs (the reference code's
@@ -24,15 +25,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_pool_windows
+from lit_models.nets.checks import check_args
+from lit_models.nets.shared_map import SharedMapNet
 
 
-class FastRCNNNet(RegionDetectorNet):
+class FastRCNNNet(SharedMapNet):
     """Trunk once per image -> RoI pooling to 7 x 7 -> fc6/fc7 -> softmax and class-specific box regression."""
 
     def __init__(
@@ -42,6 +43,8 @@ class FastRCNNNet(RegionDetectorNet):
         width_mult: float = 1.0,
         batch_norm: bool = False,
         frozen_layers: int = 0,
+        min_size: int | None = 600,
+        max_size: int | None = 1000,
         roi_pool: Literal["pool", "align"] = "pool",
         pool_size: int = 7,
         sampling_ratio: int = 2,
@@ -64,6 +67,8 @@ class FastRCNNNet(RegionDetectorNet):
             width_mult: Channel multiplier of the trunk (a size knob for tests and CPUs).
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
             frozen_layers: First convolutions kept fixed (the paper: VGG-16's conv1_x and conv2_x, 4).
+            min_size: The image's shorter side before the trunk (600); None: as given.
+            max_size: Cap on the longer side (1000).
             roi_pool: "pool" (RoI max pooling, the paper) or "align" (RoIAlign).
             pool_size: Side of the RoI grid (7: VGG-16's pool5, so fc6 fits it).
             sampling_ratio: RoIAlign's bilinear samples per bin side (<= 0: adaptive); unused by "pool".
@@ -99,26 +104,16 @@ class FastRCNNNet(RegionDetectorNet):
             score_thresh=score_thresh,
             nms_thresh=nms_thresh,
             detections_per_img=detections_per_img,
+            min_size=min_size,
+            max_size=max_size,
+            quantised=roi_pool == "pool",  # RoI max pooling reads whole cells; RoIAlign samples exact positions
         )
         self.roi_pool, self.pool_size, self.sampling_ratio = roi_pool, pool_size, sampling_ratio
 
-    def pooling_windows(self, rois: Tensor) -> Tensor | None:
-        """RoI max pooling reads only the rounded cells of each RoI, so proposals on the same cells share
-        features; RoIAlign samples at exact positions."""
-        return roi_pool_windows(rois, 1.0 / self.trunk.stride) if self.roi_pool == "pool" else None
-
-    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
-        """sum(R_i) x C * 7 * 7: each RoI's grid from its image's feature map."""
-        return self.pool_features(self.trunk_maps(images), rois)
-
-    def pool_features(self, maps: list[Tensor], rois: list[Tensor]) -> Tensor:
-        """The RoI grids from the trunk's C x h x w maps, image by image."""
-        scale = 1.0 / self.trunk.stride
-        grids = []
-        for features, boxes in zip(maps, rois, strict=True):  # C x h x w, R x 4
-            if self.roi_pool == "pool":
-                grid = roi_pool(features[None], [boxes], self.pool_size, scale)  # R x C x 7 x 7
-            else:
-                grid = roi_align(features[None], [boxes], self.pool_size, scale, self.sampling_ratio, aligned=True)
-            grids.append(grid.flatten(1))
-        return torch.cat(grids)
+    def pool_rois(self, features: Tensor, boxes: Tensor, spatial_scale: float) -> Tensor:
+        """R x C * 7 * 7: each RoI's grid."""
+        if self.roi_pool == "pool":
+            grid = roi_pool(features[None], [boxes], self.pool_size, spatial_scale)  # R x C x 7 x 7
+        else:
+            grid = roi_align(features[None], [boxes], self.pool_size, spatial_scale, self.sampling_ratio, aligned=True)
+        return grid.flatten(1)

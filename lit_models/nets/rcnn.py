@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args
+from lit_models.nets.checks import check_args
+from lit_models.nets.region_heads import RegionDetectorNet
 
 
 def context_windows(boxes: Tensor, warp_size: int, padding: int) -> Tensor:

@@ -45,7 +45,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,17 +54,11 @@ from torchvision.models.detection._utils import BalancedPositiveNegativeSampler,
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from lit_models.nets.backbones import Trunk, copy_vgg_fc
+from lit_models.nets.checks import check_args
 from lit_models.nets.faster_rcnn import freeze_first_convs
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation: std 0.1 (centre), 0.2 (size)
 MIN_BOX_SIZE = 1e-2  # torchvision's RoIHeads: drop degenerate detections
-
-
-def check_args(owner: str, rules: list[tuple[str, Any, bool, str]]) -> None:
-    """Raise ValueError for the first ``(name, value, ok, rule)`` that is not ok."""
-    for name, value, ok, rule in rules:
-        if not ok:
-            raise ValueError(f"{owner} {name} must be {rule}, got {value!r}")
 
 
 def label_proposals(
@@ -230,19 +224,12 @@ class RegionDetectorNet(nn.Module, ABC):
     def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
         """sum(R_i) x D_pool: each RoI's features before fc6 (RoIs in input pixels, image by image)."""
 
-    def pooling_windows(self, rois: Tensor) -> Tensor | None:
-        """R x 4 integers that alone decide each RoI's pooled features (its cells on a quantised feature map), or
-        None where every RoI's features differ (bilinear warps, RoIAlign). :meth:`predict` runs the head once per
-        distinct window of an image: the same scores and deltas, and fewer RoIs through fc6/fc7."""
+    def pooling_windows(self, rois: Tensor, size: tuple[int, int]) -> Tensor | None:
+        """R x 4 integers that alone decide each RoI's pooled features in an H x W image (its cells on a quantised
+        feature map), or None where every RoI's features differ (bilinear warps, RoIAlign). :meth:`predict` runs
+        the head once per distinct window of an image: the same scores and deltas, and fewer RoIs through
+        fc6/fc7."""
         return None
-
-    def trunk_maps(self, images: Tensor | list[Tensor]) -> list[Tensor]:
-        """The trunk once per image -> C x h x w maps; one batched pass when the images share a size."""
-        if isinstance(images, Tensor):
-            return list(self.trunk(images))
-        if len({tuple(image.shape) for image in images}) == 1:
-            return list(self.trunk(torch.stack(images)))
-        return [self.trunk(image[None])[0] for image in images]
 
     def load_backbone(self, path: str | os.PathLike) -> None:
         """Initialise the trunk from classifier weights, and fc6/fc7 from VGG-16's when their shapes agree
@@ -351,7 +338,8 @@ class RegionDetectorNet(nn.Module, ABC):
         """
         proposals = self.check_inputs(images, proposals)
         rois = torch.cat(proposals)  # R x 4
-        distinct, expand = self.distinct_windows(proposals)  # U_i x 4 per image; R indices into their U rows
+        sizes = image_sizes(images)
+        distinct, expand = self.distinct_windows(proposals, sizes)  # U_i x 4 per image; R indices into their U rows
         with evaluating(self):  # no dropout, BN running statistics; no_grad is the caller's anyway
             pooled = self.pooled(images, distinct)  # U x D_pool
             features = (self._truncated_head or (self.head,))[0](pooled)  # U x 4096
@@ -365,18 +353,18 @@ class RegionDetectorNet(nn.Module, ABC):
                 scores = F.softmax(self.cls_score(features), -1)[expand]
                 boxes = self.decode(self.bbox_pred(features)[expand], rois)
         counts = [len(p) for p in proposals]
-        sizes = image_sizes(images)
         return [
             self.postprocess(b, s, size)
             for b, s, size in zip(boxes.split(counts), scores.split(counts), sizes, strict=True)
         ]
 
-    def distinct_windows(self, proposals: list[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """One proposal per distinct pooling window of each image, and for each of the sum(R_i) proposals the
-        row of its window among the concatenated sum(U_i) (all proposals when windows are not quantised)."""
+    def distinct_windows(self, proposals: list[Tensor], sizes: list[tuple[int, int]]) -> tuple[list[Tensor], Tensor]:
+        """One proposal per distinct pooling window of each image (of these H x W sizes), and for each of the
+        sum(R_i) proposals the row of its window among the concatenated sum(U_i) (all proposals when windows are
+        not quantised)."""
         distinct, expand, offset = [], [], 0
-        for boxes in proposals:
-            cells = self.pooling_windows(boxes) if self.share_pooling_windows else None
+        for boxes, size in zip(proposals, sizes, strict=True):
+            cells = self.pooling_windows(boxes, size) if self.share_pooling_windows else None
             if cells is None:
                 return proposals, torch.arange(sum(map(len, proposals)), device=boxes.device)
             windows, inverse = torch.unique(cells, dim=0, return_inverse=True)

@@ -1,12 +1,18 @@
 """SPPNet for detection (He, Zhang, Ren & Sun, ECCV 2014, "Spatial Pyramid Pooling in Deep Convolutional Networks
 for Visual Recognition", §4).
 
-The convolutional layers run once per image, at the image's own size; each proposal's window on the conv5 map is
-max-pooled by a spatial pyramid of n x n bins for n in ``pyramid_levels`` (the paper's detection pyramid
-{6x6, 3x3, 2x2, 1x1}: 50 bins), and the concatenated C * sum(n^2) vector feeds fc6/fc7. The pyramid is
-``torchvision.ops.roi_pool`` once per level: RoI max pooling into n x n bins of the window is one level of spatial
-pyramid pooling. Training follows R-CNN's stages, as the paper does (fine-tuning, then SVMs on fc7 and box
-regression on the pooled conv5 features); :mod:`lit_models.nets.region_heads` holds them.
+The convolutional layers run once per image, of any size (resized to the paper's scale,
+:mod:`lit_models.nets.shared_map`); each proposal's window on the conv5 map is max-pooled by a spatial pyramid of
+n x n bins for n in ``pyramid_levels`` (the paper's detection pyramid {6x6, 3x3, 2x2, 1x1}: 50 bins), and the
+concatenated C * sum(n^2) vector feeds fc6/fc7. A level is ``torchvision.ops.roi_pool``: RoI max pooling into n x n
+bins of the window is one level of spatial pyramid pooling. A level whose bins are unions of a finer level's (n
+divides the finer m, and m / n is a power of two) is instead the max over those bins: the same values, exactly,
+because the trunk's maps end in a ReLU (roi_pool gives an empty bin 0, which a max with non-negative cells keeps)
+and because roi_pool's bin edges, floor(i * h / m) and ceil((i + 1) * h / m), are then the same floats. It saves
+most of the pooling at test: {4, 2, 1} costs one roi_pool instead of three.
+
+Training follows R-CNN's stages, as the paper does (fine-tuning, then SVMs on fc7 and box regression on the pooled
+conv5 features); :mod:`lit_models.nets.region_heads` holds them.
 
 Deviations from the paper:
 
@@ -15,8 +21,9 @@ Deviations from the paper:
   cover one more cell on each side.
 * The paper fine-tunes only the fully connected layers (its conv layers are the pretrained ZF-5's, fixed);
   here ``frozen_layers`` decides (freezing every convolution gives the paper's).
-* Single scale: the image at the size the DataModule gives it; the paper also tests over 5 scales, choosing per
-  window the scale at which it is closest to 224 x 224 pixels.
+* Single scale only: the image resized to a shorter side of ``min_size`` (the paper's single-scale s = 688;
+  :mod:`lit_models.nets.shared_map`); the paper also tests over 5 scales, choosing per window the scale at which
+  it is closest to 224 x 224 pixels.
 * The trunk is a step-1 classifier cut at stride 16 (VGG-16's conv5_3, without pool5, or ResNet's conv4_x); the
   paper's is ZF-5. The paper's pyramid gives fc6 a C * 50 input, not VGG-16's 512 * 7 * 7, so
   :meth:`load_backbone` copies VGG's fc6/fc7 only for a pyramid of 49 bins (``pyramid_levels=(7,)``).
@@ -27,14 +34,16 @@ Deviations from the paper:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_pool
 
 from lit_models.nets.backbones import Backbone, Trunk
-from lit_models.nets.region_heads import RegionDetectorNet, check_args, roi_pool_windows
+from lit_models.nets.checks import check_args
+from lit_models.nets.shared_map import SharedMapNet
 
 
-class SPPNetNet(RegionDetectorNet):
+class SPPNetNet(SharedMapNet):
     """Trunk once per image -> spatial pyramid pooling of each window -> fc6/fc7 -> SVMs (softmax for
     fine-tuning); box regression from the pooled features. Staged training: ``self.stage``."""
 
@@ -45,6 +54,8 @@ class SPPNetNet(RegionDetectorNet):
         width_mult: float = 1.0,
         batch_norm: bool = False,
         frozen_layers: int = 0,
+        min_size: int | None = 688,
+        max_size: int | None = None,
         pyramid_levels: tuple[int, ...] = (6, 3, 2, 1),
         representation_size: int = 4096,
         dropout: float = 0.5,
@@ -65,6 +76,8 @@ class SPPNetNet(RegionDetectorNet):
             width_mult: Channel multiplier of the trunk (a size knob for tests and CPUs).
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
             frozen_layers: First convolutions kept fixed (all of them: the paper's fc-only fine-tuning).
+            min_size: The image's shorter side before the trunk (the paper's s = 688); None: as given.
+            max_size: Cap on the longer side (the paper has none: None).
             pyramid_levels: Bins per side of each pyramid level ((6, 3, 2, 1): the paper's 50 bins).
             representation_size: Width of fc6 and fc7 (4096).
             dropout: Dropout after fc6 and fc7 (0.5).
@@ -100,22 +113,30 @@ class SPPNetNet(RegionDetectorNet):
             score_thresh=score_thresh,
             nms_thresh=nms_thresh,
             detections_per_img=detections_per_img,
+            min_size=min_size,
+            max_size=max_size,
+            quantised=True,  # every pyramid level max-pools the RoI's rounded cells (§2.3's window on the map)
         )
         self.pyramid_levels = tuple(int(n) for n in levels)
+        self.level_sources = nested_levels(self.pyramid_levels)
 
-    def pooling_windows(self, rois: Tensor) -> Tensor:
-        """Every pyramid level max-pools the RoI's rounded cells (§2.3's window on the feature map)."""
-        return roi_pool_windows(rois, 1.0 / self.trunk.stride)
+    def pool_rois(self, features: Tensor, boxes: Tensor, spatial_scale: float) -> Tensor:
+        """R x C * sum(n^2): each window's pyramid, level after level (C * (36 + 9 + 4 + 1) for the paper's)."""
+        grids: dict[int, Tensor] = {}  # n -> R x C x n x n
+        for n in sorted(set(self.pyramid_levels), reverse=True):
+            finer = self.level_sources[n]
+            if finer is None:
+                grids[n] = roi_pool(features[None], [boxes], n, spatial_scale)
+            else:  # the max over the finer level's bins that make up each bin (module docstring)
+                grids[n] = F.max_pool2d(grids[finer], finer // n)
+        return torch.cat([grids[n].flatten(1) for n in self.pyramid_levels], 1)
 
-    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
-        """sum(R_i) x C * sum(n^2): each window's pyramid, level after level, from its image's conv5 map."""
-        return self.pool_features(self.trunk_maps(images), rois)
 
-    def pool_features(self, maps: list[Tensor], rois: list[Tensor]) -> Tensor:
-        """The RoI pyramids from the trunk's C x h x w maps, image by image."""
-        scale = 1.0 / self.trunk.stride
-        pyramids = []
-        for features, boxes in zip(maps, rois, strict=True):  # C x h x w, R x 4
-            levels = [roi_pool(features[None], [boxes], n, scale).flatten(1) for n in self.pyramid_levels]
-            pyramids.append(torch.cat(levels, 1))  # R x C*(36+9+4+1)
-        return torch.cat(pyramids)
+def nested_levels(levels: tuple[int, ...]) -> dict[int, int | None]:
+    """For each pyramid level n, a finer level m it can be max-pooled from exactly (m = n * 2^j, j >= 1), or None
+    where it needs its own roi_pool."""
+    sources: dict[int, int | None] = {}
+    for n in sorted(set(levels), reverse=True):
+        finer = [m for m in sources if m % n == 0 and (m // n) & (m // n - 1) == 0]
+        sources[n] = min(finer) if finer else None
+    return sources

@@ -1,0 +1,244 @@
+"""The sequence loop shared by the Markov window, RNN, LSTM and GRU modules: one task each run, chosen by the data.
+
+Three tasks (``task``), each with its loss, metrics and headline validation metric:
+
+* ``classification``: one label per sequence; cross-entropy; micro top-1 (and top-5) accuracy ``val/acc_top1``.
+* ``language_model``: the next token at every step; cross-entropy; perplexity and bits per token (bits per
+  character at character level) ``val/bits_per_token``. Truncated back-propagation through time: the text comes
+  as contiguous chunks of parallel streams (the DataModule), and the state at the end of one batch starts the next,
+  detached so gradients stop at the chunk boundary. Each stage carries its own state, reset at each epoch's start.
+* ``regression``: real targets per sequence; mean squared error ``val/mse``.
+
+The net (:class:`lit_models.nets.sequence.SequenceNet`) depends on the task (one output per step for a language
+model) and on the input (features per step, or token ids through an embedding). Both come from the DataModule when
+the module's ``task`` is None: the net is then built in ``setup``, before a checkpoint's weights are loaded, and
+the resolved values are saved with the hyperparameters, so ``load_from_checkpoint`` rebuilds the same net.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanSquaredError, MetricCollection
+from torchmetrics.text import Perplexity
+
+from lit_models.classification import accuracy_metrics
+from lit_models.nets.sequence import SequenceNet, SequenceOutput, detach_state
+from lit_models.sequence.writer import SequenceWriter
+from lit_models.task import TaskModule
+
+Task = Literal["classification", "language_model", "regression"]
+TASKS = ("classification", "language_model", "regression")
+STAGES = ("train", "val", "test")
+IGNORE = -100  # target of padded steps: cross-entropy and the metrics skip it
+MONITORS = {  # the headline validation metric of each task, and whether lower is better
+    "classification": ("val/acc_top1", "max"),
+    "language_model": ("val/bits_per_token", "min"),
+    "regression": ("val/mse", "min"),
+}
+
+
+class BitsPerToken(Perplexity):
+    """log2 of the perplexity: the mean cross-entropy in bits, per character for a character-level model."""
+
+    def compute(self) -> Tensor:
+        return torch.log2(super().compute())
+
+
+def task_metrics(task: str, num_classes: int, stage: str) -> MetricCollection:
+    prefix = f"{stage}/"
+    if task == "classification":
+        return accuracy_metrics(num_classes, prefix)
+    if task == "language_model":
+        return MetricCollection(
+            {"perplexity": Perplexity(ignore_index=IGNORE), "bits_per_token": BitsPerToken(ignore_index=IGNORE)},
+            prefix=prefix,
+        )
+    return MetricCollection({"mse": MeanSquaredError()}, prefix=prefix)
+
+
+def padded_targets(target: Tensor, lengths: Tensor | None) -> Tensor:
+    """N x T next-token targets with the steps past each sequence's length set to IGNORE."""
+    if lengths is None:
+        return target
+    steps = torch.arange(target.shape[1], device=target.device)
+    return target.masked_fill(steps[None] >= lengths.to(target.device)[:, None], IGNORE)
+
+
+class SequenceModule(TaskModule):
+    """The loop of every sequence architecture; a subclass builds its :class:`SequenceNet` in :meth:`build_net`."""
+
+    prediction_writer = SequenceWriter
+
+    def __init__(
+        self,
+        num_classes: int,
+        task: Task | None = None,
+        input_size: int | None = None,
+        gradient_clip_norm: float | None = None,
+        temperature: float = 1.0,
+        generate_length: int = 200,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        """Set up the loop; the net is built now when ``task`` is given, else from the data in ``setup``.
+
+        Args:
+            num_classes: Output size: classes, vocabulary size (language model) or regression targets (set from
+                the data by the CLI).
+            task: "classification", "language_model" or "regression"; None: the DataModule's.
+            input_size: Features per step of float inputs; None: the DataModule's (token ids for a language model).
+            gradient_clip_norm: Clip the gradients' total norm to this when the Trainer sets no clipping of its own
+                (``gradient_clip_val``); None: no clipping.
+            temperature: predict: sampling temperature of generated text (0: always the likeliest token).
+            generate_length: predict: tokens generated after each prompt.
+            optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Recipes are in configs/sequence/.
+            lr_scheduler: LR scheduler factory; default none.
+        """
+        if gradient_clip_norm is not None and gradient_clip_norm <= 0:
+            raise ValueError(f"gradient_clip_norm must be > 0 or null, got {gradient_clip_norm}")
+        if temperature < 0 or generate_length < 1:
+            raise ValueError(f"temperature must be >= 0 and generate_length >= 1, got {temperature}, {generate_length}")
+        super().__init__(None, num_classes, optimizer, lr_scheduler)
+        self.gradient_clip_norm = gradient_clip_norm
+        self.temperature, self.generate_length = temperature, generate_length
+        self.task: str | None = None
+        self.input_size: int | None = None
+        self.carried: dict[str, Any] = {}  # stage -> the state the next language-model batch starts from
+        if task is not None:
+            self.build(task, input_size)
+
+    @abstractmethod
+    def build_net(self, task: str, input_size: int | None) -> SequenceNet:
+        """The architecture's net for this task and input (token ids when ``input_size`` is None)."""
+
+    def build(self, task: str, input_size: int | None) -> None:
+        name = type(self).__name__
+        if task not in TASKS:
+            raise ValueError(f"{name} task must be one of {TASKS}, got {task!r}")
+        if input_size is None and task != "language_model":
+            raise ValueError(
+                f"{name} needs input_size (features per step) for {task}; token inputs are for language models."
+            )
+        if task == "classification" and self.num_classes < 2:
+            raise ValueError(f"{name} classification needs num_classes >= 2, got {self.num_classes}")
+        self.task, self.input_size = task, input_size
+        # A checkpoint rebuilds this same net from hparams; loggers record hparams_initial, which must agree
+        # with the DataModule's own ``task`` hyperparameter where it has one.
+        for hparams in (self.hparams, getattr(self, "_hparams_initial", None)):
+            if hparams is not None:
+                hparams.update(task=task, input_size=input_size)
+        self.net = self.build_net(task, input_size)
+        # One collection per stage ("train_metrics" ...: ModuleDict keys may not shadow Module.train).
+        self.metrics = nn.ModuleDict({f"{s}_metrics": task_metrics(task, self.num_classes, s) for s in STAGES})
+        self.monitor, self.monitor_mode = MONITORS[task]
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        data = getattr(self.trainer, "datamodule", None)
+        wanted = (getattr(data, "task", None), getattr(data, "input_size", None))
+        name = type(self).__name__
+        if self.net is None:
+            if wanted[0] is None:
+                raise ValueError(
+                    f"{name} was built without a task, and the data ({type(data).__name__}) names none: pass "
+                    "--model.init_args.task and input_size, or use a sequence DataModule."
+                )
+            self.build(*wanted)
+        elif wanted[0] is not None and wanted != (self.task, self.input_size):
+            raise ValueError(
+                f"{name} was built for task {self.task!r} with input_size {self.input_size}, but "
+                f"{type(data).__name__} serves task {wanted[0]!r} with input_size {wanted[1]}: make them agree "
+                "(or leave the model's task and input_size out of the config to take the data's)."
+            )
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None, state: Any = None) -> SequenceOutput:
+        return self.net(inputs, lengths, state)
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        inputs, lengths, target = batch["inputs"], batch.get("lengths"), batch["target"]
+        count = len(inputs)
+        metrics = self.metrics[f"{stage}_metrics"]
+        if self.task == "language_model":
+            output = self.net(inputs, lengths, self.carried.get(stage))
+            self.carried[stage] = detach_state(output.state)  # truncated BPTT: gradients stop at the chunk's start
+            target = padded_targets(target, lengths)
+            logits = output.outputs  # N x T x V
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE)
+            metrics.update(logits.detach(), target)
+        else:
+            predicted = self.net(inputs, lengths).outputs  # N x num_classes
+            if self.task == "classification":
+                loss = F.cross_entropy(predicted, target)
+            else:
+                loss = F.mse_loss(predicted, target.to(predicted.dtype))
+            metrics.update(predicted.detach(), target)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=count)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=count)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.step(batch, "test")
+
+    def on_train_epoch_start(self) -> None:
+        self.carried.pop("train", None)  # the streams start again from their beginnings
+
+    def on_validation_epoch_start(self) -> None:
+        self.carried.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self.carried.pop("test", None)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        if gradient_clip_val is None and self.gradient_clip_norm is not None:
+            gradient_clip_val, gradient_clip_algorithm = self.gradient_clip_norm, "norm"
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    # ------------------------------------------------------------------------------------------ prediction
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        if self.task == "language_model":
+            prompt = batch["prompt"]  # 1 x P token ids
+            return {"prompt": batch["text"], "generated": self.generate(prompt, self.generate_length).tolist()}
+        outputs = self.net(batch["inputs"], batch.get("lengths")).outputs
+        found = {"index": batch["index"].tolist() if "index" in batch else None}
+        if self.task == "regression":
+            return {**found, "values": outputs.cpu()}
+        probs = torch.softmax(outputs, dim=1)
+        top_probs, top_indices = probs.topk(min(5, self.num_classes), dim=1)
+        return {**found, "indices": top_indices.cpu(), "probs": top_probs.cpu()}
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, length: int, temperature: float | None = None) -> Tensor:
+        """1 x P prompt token ids -> the next ``length`` token ids, each sampled from the softmax of the logits
+        divided by the temperature (0: the likeliest), the state carried from token to token."""
+        temperature = self.temperature if temperature is None else temperature
+        output = self.net(prompt)
+        state, logits = output.state, output.outputs[:, -1]  # 1 x V
+        tokens = []
+        for _ in range(length):
+            if temperature == 0:
+                token = logits.argmax(-1, keepdim=True)  # 1 x 1
+            else:
+                token = torch.multinomial(torch.softmax(logits / temperature, -1), 1)
+            tokens.append(token)
+            output = self.net(token, None, state)
+            state, logits = output.state, output.outputs[:, -1]
+        return torch.cat(tokens, 1)[0]
+
