@@ -38,6 +38,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/digits.py
 	$(BIN)/python benchmarks/segmentation.py
+	$(BIN)/python benchmarks/sequence.py
 	# The proposal detectors' speed table times step 3's Faster R-CNN and YOLO v1 checkpoints beside them.
 	runs=$$(mktemp -d) && $(BIN)/python benchmarks/detection.py --keep $$runs && \
 		$(BIN)/python benchmarks/proposal_detection.py --step3 $$runs

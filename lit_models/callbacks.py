@@ -29,6 +29,15 @@ def image_tensor(path: str) -> torch.Tensor:
 CLASS_COLOURS = [tuple(rgb) for rgb in np.array(voc_palette()).reshape(256, 3).tolist()]
 
 
+def gather_rows(trainer: pl.Trainer, rows: list) -> list:
+    """Every rank's rows, in rank order (each rank's own under DDP; all of them in one process)."""
+    if trainer.world_size == 1:
+        return rows
+    gathered: list[Any] = [None] * trainer.world_size
+    dist.all_gather_object(gathered, rows)
+    return [row for part in gathered for row in part]
+
+
 class PredictionWriter(BasePredictionWriter):
     """Where predictions go, and the refusal to overwrite what a user already has there."""
 
@@ -80,10 +89,7 @@ class PredictionCSVWriter(PredictionWriter):
                 for index, prob in zip(indices, probs, strict=True):
                     row += [names[index] if names else str(index), f"{prob:.6f}"]
                 rows.append(row)
-        if trainer.world_size > 1:
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, rows)
-            rows = [row for part in gathered for row in part]
+        rows = gather_rows(trainer, rows)
         if trainer.global_rank != 0:
             return
         rows.sort(key=lambda row: row[0])
@@ -216,11 +222,7 @@ class DetectionWriter(PredictionWriter):
         return Image.fromarray(image.permute(1, 2, 0).numpy())
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        records = self.records
-        if trainer.world_size > 1:
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, records)
-            records = [record for part in gathered for record in part]
+        records = gather_rows(trainer, self.records)
         if not trainer.is_global_zero:
             return
         records.sort(key=lambda record: (record["path"], record["name"]))

@@ -6,9 +6,8 @@ import csv
 from typing import Any
 
 import pytorch_lightning as pl
-import torch.distributed as dist
 
-from lit_models.callbacks import PredictionWriter
+from lit_models.callbacks import PredictionWriter, gather_rows
 
 
 class SequenceWriter(PredictionWriter):
@@ -35,10 +34,7 @@ class SequenceWriter(PredictionWriter):
             rows = [[batch["prompt"], decode(batch["generated"])] for batch in batches]
         else:
             rows = [row for batch in batches for row in table_rows(batch, names)]
-        if trainer.world_size > 1:
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, rows)
-            rows = [row for part in gathered for row in part]
+        rows = gather_rows(trainer, rows)
         if trainer.global_rank != 0:
             return
         self.path.mkdir(parents=True, exist_ok=True)
