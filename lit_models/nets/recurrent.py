@@ -55,9 +55,10 @@ class Recurrent(nn.Module):
     """Elman RNN (tanh), LSTM with forget gate, or GRU (torch's form) over N x T x D batches.
 
     Deviation from torch's initialisation (LSTM only): the forget gate's bias starts at ``forget_bias`` (1: Gers
-    et al. 2000; Jozefowicz et al. 2015), put in ``bias_ih`` with the ``bias_hh`` slice at 0. With torch's uniform
-    init the LSTM does not learn the adding problem at T = 200 in 4,000 steps; with bias 1 it does. Every other
-    weight keeps torch's U(-1/sqrt(H), 1/sqrt(H)).
+    et al. 2000; Jozefowicz et al. 2015), put in ``bias_ih`` with the ``bias_hh`` slice at 0: an open forget gate
+    keeps the cell state, and its gradient, across many steps. On the adding problem at T = 200
+    (configs/sequence/lstm_adding.yaml) it still sat at the baseline MSE 0.17 after 5,000 steps, then reached 0.005
+    by 6,200. Every other weight keeps torch's U(-1/sqrt(H), 1/sqrt(H)).
 
     Padding: with ``lengths``, outputs are exactly zero at steps t >= lengths[n], and the final state is each
     sequence's own: the forward direction's after its last valid step, the backward direction's after reading
