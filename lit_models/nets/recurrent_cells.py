@@ -93,6 +93,12 @@ class _Cell(nn.Module):
     kind = "rnn"
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
+        """Build the cell.
+
+        Args:
+            input_size: D, features of one input step.
+            hidden_size: H, width of the hidden state.
+        """
         name = type(self).__name__
         check_args(name, [
             ("input_size", input_size, input_size >= 1, ">= 1"),
@@ -126,15 +132,6 @@ class RNNCell(_Cell):
     """Elman's cell, h' = tanh(W_ih x + b_ih + W_hh h + b_hh); torch's ``nn.RNNCell(nonlinearity="tanh")``."""
 
     kind = "rnn"
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        """Build the cell.
-
-        Args:
-            input_size: D, features of one input step.
-            hidden_size: H, width of the hidden state.
-        """
-        super().__init__(input_size, hidden_size)
 
     def gates(self, x: Tensor, state: Tensor | None = None) -> dict[str, Tensor]:
         """x N x D, state h N x H (zeros if None) -> {"hidden": h' N x H}."""
@@ -185,15 +182,6 @@ class GRUCell(_Cell):
     """Gated recurrent unit (Cho et al. 2014) in torch's form (see :func:`gru_gates`); torch's ``nn.GRUCell``."""
 
     kind = "gru"
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        """Build the cell.
-
-        Args:
-            input_size: D, features of one input step.
-            hidden_size: H, width of the hidden state.
-        """
-        super().__init__(input_size, hidden_size)
 
     def gates(self, x: Tensor, state: Tensor | None = None) -> dict[str, Tensor]:
         """x N x D, state h N x H (zeros if None) -> {"reset", "update", "candidate", "hidden"}, each N x H."""
