@@ -11,6 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 from lit_models.nets.fast_rcnn import FastRCNNNet
 from lit_models.nets.rcnn import RCNNNet, context_windows, warp
 from lit_models.nets.region_heads import label_proposals, roi_pool_windows, truncated_svd
+from lit_models.nets.roi_pooling import roi_pool as threaded_roi_pool
 from lit_models.nets.sppnet import SPPNetNet
 from lit_models.nets.vgg import VGG
 
@@ -152,6 +153,29 @@ def test_pyramid_levels_max_pooled_from_finer_ones_equal_roi_pool(levels):
     direct = torch.cat([roi_pool(features[None], [rois], n, 1 / 16).flatten(1) for n in levels], 1)
     assert torch.equal(net.pool_rois(features, rois, 1 / 16), direct)
     assert sum(source is None for source in net.level_sources.values()) < len(levels)  # some levels derived
+
+
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference"])
+def test_roi_pool_shared_among_threads_equals_torchvision(mode):
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.relu(torch.randn(2, 4, 13, 11, generator=generator)).requires_grad_(mode == "grad")
+    corners = torch.rand(2, 700, 2, generator=generator) * 200 - 16
+    boxes = list(torch.cat([corners, corners + torch.rand(2, 700, 2, generator=generator) * 120], 2))
+    weights = torch.randn(1400, 4, 7, 7, generator=generator)  # distinct gradients for every pooled cell
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # 1,400 RoIs: three shares
+    try:
+        context = {"grad": torch.enable_grad, "no_grad": torch.no_grad, "inference": torch.inference_mode}[mode]
+        with context():
+            shared = threaded_roi_pool(maps, boxes, 7, 1 / 16)
+            direct = roi_pool(maps, boxes, 7, 1 / 16)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(shared, direct)
+    assert shared.requires_grad == (mode == "grad") and shared.is_inference() == (mode == "inference")
+    if mode == "grad":
+        (gradient,) = torch.autograd.grad((shared * weights).sum(), maps)
+        torch.testing.assert_close(gradient, torch.autograd.grad((direct * weights).sum(), maps)[0])
 
 
 @pytest.mark.parametrize("pool", ["pool", "align"])

@@ -26,10 +26,11 @@ from __future__ import annotations
 from typing import Literal
 
 from torch import Tensor
-from torchvision.ops import roi_align, roi_pool
+from torchvision.ops import roi_align
 
 from lit_models.nets.backbones import Backbone, Trunk
 from lit_models.nets.checks import check_args
+from lit_models.nets.roi_pooling import roi_pool
 from lit_models.nets.shared_map import SharedMapNet
 
 

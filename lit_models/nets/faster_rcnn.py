@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_pool
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from lit_models.nets.backbones import Backbone, Trunk, copy_vgg_fc
+from lit_models.nets.roi_pooling import roi_pool
 
 POOLED_SIZE = 7  # the RoI grid: VGG-16's pool5 is 7 x 7 at 224 px, so fc6 fits it
 

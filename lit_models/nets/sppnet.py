@@ -36,10 +36,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import roi_pool
 
 from lit_models.nets.backbones import Backbone, Trunk
 from lit_models.nets.checks import check_args
+from lit_models.nets.roi_pooling import roi_pool
 from lit_models.nets.shared_map import SharedMapNet
 
 
