@@ -206,7 +206,9 @@ def test_cli_on_a_user_text_generates_from_the_prompt(name, tmp_path):
     assert len(continuation) >= 30 and set(continuation) <= set(TEXT) | {"<", ">", "u", "n", "k"}
 
 
-@pytest.mark.parametrize(("config", "metric"), [("gru_mnist1d", "test/acc_top1"), ("lstm_adding", "test/mse")])
+@pytest.mark.parametrize(("config", "metric"),
+                         [("gru_mnist1d", "test/acc_top1"), ("lstm_adding", "test/mse"),
+                          ("markov_text", "test/bits_per_token")])  # fmt: skip
 def test_cli_on_the_embedded_sources(config, metric, tmp_path):
     extra = ["--data.init_args.train_size", "128"] if "adding" in config else []
     args = tiny_cli(config, *extra)
@@ -215,6 +217,11 @@ def test_cli_on_the_embedded_sources(config, metric, tmp_path):
     runs = tmp_path / "runs" / config
     assert metric in (runs / "version_1" / "metrics.csv").read_text()
     run_cli("predict", *args, "--ckpt_path", "best", cwd=tmp_path)
+    if "text" in config:  # the pydoc text: the default prompt continued by 200 characters
+        generated = (runs / "version_2" / "predictions" / "generated.txt").read_text()
+        assert generated.startswith("=== prompt: 'The '\nThe ")
+        assert len(generated.split("\nThe ", 1)[1].rstrip("\n")) >= 200
+        return
     with open(runs / "version_2" / "predictions" / "predictions.csv") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][:2] == (["index", "class_1"] if "mnist1d" in config else ["index", "sum"])
