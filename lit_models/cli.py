@@ -37,14 +37,25 @@ def checkpoint_folders(trainer: Trainer) -> list[Path]:
     return [p / "checkpoints" for p in versions]
 
 
+def requeue_checkpoint(trainer: Trainer) -> Path | None:
+    """The newest ``hpc_ckpt_<n>.ckpt``: what Lightning saves into ``default_root_dir`` when SLURM signals a requeue
+    (configs/trainer/slurm.yaml)."""
+    found = sorted(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
-    """Turn ``last`` / ``best`` into a file from an earlier ``fit`` of the same configuration."""
+    """Turn ``last`` / ``best`` into a file from an earlier ``fit`` of the same configuration. ``last`` is the run's
+    last.ckpt, or SLURM's requeue checkpoint when that is newer (Lightning itself takes it only without a
+    ``ckpt_path``)."""
+    requeued = requeue_checkpoint(trainer) if alias == "last" else None
     for folder in checkpoint_folders(trainer):
         lasts = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not lasts:
             continue
         if alias == "last":
-            return str(lasts[-1])
+            newer = requeued is not None and requeued.stat().st_mtime > lasts[-1].stat().st_mtime
+            return str(requeued if newer else lasts[-1])
         # mmap: only the callback states are read, not the weights and optimizer state around them.
         state = torch.load(lasts[-1], map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
         for key, value in state.items():
@@ -55,6 +66,8 @@ def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
                         return str(candidate)
                 raise FileNotFoundError(f"{lasts[-1]} names {best} as the best checkpoint, but it is gone.")
         raise FileNotFoundError(f"{lasts[-1]} records no best checkpoint (no monitored ModelCheckpoint).")
+    if requeued is not None:  # requeued before the first epoch's last.ckpt
+        return str(requeued)
     raise FileNotFoundError(
         f"--ckpt_path {alias}: no earlier fit of this configuration saved a last.ckpt under "
         f"{[str(f) for f in checkpoint_folders(trainer)] or 'the logger folder'}. Pass a checkpoint file path."

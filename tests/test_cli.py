@@ -1,13 +1,18 @@
-"""The real `lit-models` entry point in subprocesses: fit, validate, test, predict, DDP on 2 CPU processes."""
+"""The real `lit-models` entry point in subprocesses: fit, validate, test, predict, DDP on 2 CPU processes; and how
+it finds the checkpoints that ``--ckpt_path last|best`` name."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import CLASSES, REPO, run_cli
+
+from lit_models.cli import resolve_checkpoint_alias
 
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 
@@ -84,6 +89,23 @@ def test_fit_then_validate_test_predict_in_new_processes(image_tree, tmp_path):
     newest = max(runs.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     resumed = [r["epoch"] for r in metrics(newest) if r.get("val/acc_top1")]
     assert resumed == ["3"]
+
+
+def test_last_is_slurms_requeue_checkpoint_when_that_is_newer(tmp_path):
+    trainer = SimpleNamespace(checkpoint_callbacks=[], default_root_dir=str(tmp_path),
+                              logger=SimpleNamespace(save_dir=str(tmp_path / "runs"), name="quickstart"))  # fmt: skip
+    requeued = tmp_path / "hpc_ckpt_1.ckpt"
+    requeued.write_bytes(b"")
+    assert resolve_checkpoint_alias("last", trainer) == str(requeued)  # requeued before any epoch ended
+    last = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    os.utime(requeued, (1, 1))
+    assert resolve_checkpoint_alias("last", trainer) == str(last)
+    newer = tmp_path / "hpc_ckpt_2.ckpt"
+    newer.write_bytes(b"")
+    os.utime(last, (2, 2))
+    assert resolve_checkpoint_alias("last", trainer) == str(newer)
 
 
 def test_bad_root_is_a_clear_error(tmp_path):

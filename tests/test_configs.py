@@ -1,10 +1,12 @@
 """Every YAML under configs/ parses and instantiates, with a head as wide as the data's class list."""
 
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, make_image_tree
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from lit_models.cli import LitModelsCLI
 from lit_models.datamodules.sources.shapes import export_shapes
@@ -65,9 +67,19 @@ def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch)
 def test_trainer_overlays_instantiate(trainer_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(REPO / "configs" / "quickstart.yaml"), "--trainer", str(trainer_config)]
-    if "gpu" in trainer_config.name:  # no GPU here: check everything else of the file on CPU processes
+    if "gpu" in trainer_config.name or "slurm" in trainer_config.name:  # no GPU here: the rest of it on CPU
         args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+    if "slurm" in trainer_config.name:  # as srun starts the second of 2 tasks on one node
+        for name, value in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1",
+                            "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_ID": "7",
+                            "SLURM_JOB_NAME": "lit-models", "SLURM_NODELIST": "gpu01"}.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
     cli = instantiate(args)
-    if "ddp" in trainer_config.name:
+    if "ddp" in trainer_config.name or "slurm" in trainer_config.name:
         assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
         assert cli.trainer.num_devices == 2
+    if "slurm" in trainer_config.name:
+        environment = cli.trainer.strategy.cluster_environment
+        assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+        assert environment.requeue_signal == signal.SIGUSR1
+        assert (environment.global_rank(), environment.local_rank(), environment.main_address) == (1, 1, "gpu01")
