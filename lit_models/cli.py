@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import re
+import typing
 from pathlib import Path
 
 import torch
@@ -74,6 +77,20 @@ def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
     )
 
 
+def read_whole_numbers_as_int(parser: LightningArgumentParser) -> None:
+    """Make ``--trainer.limit_train_batches 1`` one batch, not 100 %.
+
+    Lightning annotates ``limit_*_batches`` and ``overfit_batches`` as ``Optional[Union[int, float]]``, but typing
+    caches unions by equality and hands back an equal ``Union[float, int]`` that another library created first, so
+    jsonargparse tried float first and read 1 as 1.0 (every batch). A PEP 604 union keeps the order given.
+    """
+    for action in parser._actions:
+        hint = getattr(action, "_typehint", None)  # jsonargparse's typed actions
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Union and args[:2] == (float, int):
+            action._typehint = functools.reduce(operator.or_, (int, float, *args[2:]))
+
+
 class LitModelsCLI(LightningCLI):
     def __init__(self, **kwargs) -> None:
         super().__init__(
@@ -93,6 +110,7 @@ class LitModelsCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        read_whole_numbers_as_int(parser)
         # In subclass mode the target must be spelled model.init_args.*; every family calls its output size
         # num_classes, so this one link serves all of them.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")

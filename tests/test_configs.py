@@ -83,3 +83,17 @@ def test_trainer_overlays_instantiate(trainer_config, tmp_path, monkeypatch):
         assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
         assert environment.requeue_signal == signal.SIGUSR1
         assert (environment.global_rank(), environment.local_rank(), environment.main_address) == (1, 1, "gpu01")
+
+
+def test_whole_batch_limits_are_batch_counts_and_fractions_stay_fractions(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    limits = {"limit_train_batches": "1", "limit_val_batches": "0.5", "limit_test_batches": "1.0",
+              "limit_predict_batches": "3"}  # fmt: skip
+    args = ["--config", str(REPO / "configs" / "quickstart.yaml")]
+    options = [item for key, value in limits.items() for item in (f"--trainer.{key}", value)]
+    trainer = instantiate(args + options).trainer
+    given = {key: getattr(trainer, key) for key in limits}
+    assert given == {"limit_train_batches": 1, "limit_val_batches": 0.5, "limit_test_batches": 1.0,
+                     "limit_predict_batches": 3}  # fmt: skip
+    assert [type(given[key]) for key in limits] == [int, float, float, int]  # 1 is one batch; 1.0 every batch
+    assert type(instantiate([*args, "--trainer.overfit_batches", "1"]).trainer.overfit_batches) is int
