@@ -34,7 +34,6 @@ Deviations from the paper:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lit_models.nets.backbones import Backbone, Trunk
@@ -128,8 +127,20 @@ class SPPNetNet(SharedMapNet):
             if finer is None:
                 grids[n] = roi_pool(features[None], [boxes], n, spatial_scale)
             else:  # the max over the finer level's bins that make up each bin (module docstring)
-                grids[n] = F.max_pool2d(grids[finer], finer // n)
+                grids[n] = halve_until(grids[finer], n)
         return torch.cat([grids[n].flatten(1) for n in self.pyramid_levels], 1)
+
+
+def halve_until(grid: Tensor, n: int) -> Tensor:
+    """R x C x m x m bins -> R x C x n x n (m / n a power of two): the max of each 2 x 2 block, repeated.
+
+    Two elementwise maxima (neighbouring rows, then columns) per halving: on CPU, ``F.max_pool2d`` over R x C tiny
+    planes took ~9x as long (7.7 against 0.85 ms for 1,204 windows x 128 channels of 4 x 4 bins), which made it
+    a third of SPPNet's pooling time."""
+    while grid.shape[-1] > n:
+        grid = torch.maximum(grid[..., 0::2, :], grid[..., 1::2, :])
+        grid = torch.maximum(grid[..., 0::2], grid[..., 1::2])
+    return grid
 
 
 def nested_levels(levels: tuple[int, ...]) -> dict[int, int | None]:
