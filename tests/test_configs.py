@@ -74,6 +74,9 @@ def test_trainer_overlays_instantiate(trainer_config, tmp_path, monkeypatch):
                             "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_ID": "7",
                             "SLURM_JOB_NAME": "lit-models", "SLURM_NODELIST": "gpu01"}.items():  # fmt: skip
             monkeypatch.setenv(name, value)
+        for name in ("MASTER_ADDR", "MASTER_PORT"):  # SLURMEnvironment writes them: monkeypatch must undo that,
+            monkeypatch.setenv(name, "")  # or later DDP tests rendezvous at "gpu01"
+            monkeypatch.delenv(name)
     cli = instantiate(args)
     if "ddp" in trainer_config.name or "slurm" in trainer_config.name:
         assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
