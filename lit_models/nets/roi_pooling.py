@@ -2,9 +2,11 @@
 
 torchvision's CPU kernel walks the RoIs one after another on a single thread (its CUDA kernel runs them all at
 once), while the convolutions around it use all of torch's intra-op threads. At test, SPPNet and Fast R-CNN pool
-~1,000-2,000 feature-map windows per image, and that one-thread loop was half of SPPNet's test time on 2 cores.
-:func:`roi_pool` splits the RoIs into one share per thread and runs torchvision's op on each share at once (the op
-releases the GIL): the same tensor, the same gradients, in about 1/threads of the time.
+~1,000-2,000 feature-map windows per image. :func:`roi_pool` splits the RoIs into one share per thread and runs
+torchvision's op on each share at once (the op releases the GIL): the same tensor and the same gradients (tested).
+On 2 cores, 1,322 windows of one shapes scene (128 channels, 16 x 16 map) took 8.3 instead of 12.7 ms to 4 x 4 and
+27 instead of 49 ms to 7 x 7. The list-of-boxes form is converted as torchvision's private
+``convert_boxes_to_roi_format`` does, so that the shares can be cut from one K x 5 tensor.
 """
 
 from __future__ import annotations
