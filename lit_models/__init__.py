@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+__version__ = "0.1.0"
+
 _EXPORTS = {
     "ImageClassifier": "lit_models.classification",
     "AlexNet": "lit_models.classification",

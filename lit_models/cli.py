@@ -6,6 +6,7 @@ import functools
 import logging
 import operator
 import re
+import sys
 import typing
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import lit_models.datamodules.sequence  # noqa: F401
 import lit_models.detection  # noqa: F401
 import lit_models.segmentation  # noqa: F401
 import lit_models.sequence  # noqa: F401
+from lit_models import __version__
+from lit_models.recipes import describe_recipes, resolve_recipe_arguments
 
 
 def checkpoint_folders(trainer: Trainer) -> list[Path]:
@@ -109,6 +112,12 @@ class LitModelsCLI(LightningCLI):
             **kwargs,
         )
 
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        parser.add_argument("--version", action="version", version=version_line())
+        parser.epilog = "Packaged recipes: `lit-models recipes` lists them; `--config NAME` runs one from any folder."
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         read_whole_numbers_as_int(parser)
         # In subclass mode the target must be spelled model.init_args.*; every family calls its output size
@@ -174,8 +183,18 @@ def show_package_logs() -> None:
         package.setLevel(logging.INFO)
 
 
+def version_line() -> str:
+    import pytorch_lightning
+
+    return f"lit-models {__version__} (torch {torch.__version__}, pytorch-lightning {pytorch_lightning.__version__})"
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["recipes"]:
+        print(describe_recipes())
+        return
     show_package_logs()
+    sys.argv[1:] = resolve_recipe_arguments(sys.argv[1:])  # packaged recipes by name, read from the command line
     LitModelsCLI()
     # Lightning leaves the DDP process group alive. Left to interpreter exit, gloo's worker threads can outlive it
     # and abort the process ("terminate called without an active exception") after a run that succeeded.
