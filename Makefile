@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Trains the quickstart (ResNet-18 on the embedded MNIST digits), then tests its best checkpoint.
+# Trains the quickstart (ResNet-18 on the embedded MNIST digits), tests its best checkpoint, then says where they are
+# and what to try next.
 demo: $(STAMP)
 	$(BIN)/lit-models fit --config configs/quickstart.yaml --trainer.enable_progress_bar false
 	$(BIN)/lit-models test --config configs/quickstart.yaml --ckpt_path best --trainer.enable_progress_bar false
+	@$(BIN)/python -m lit_models.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,6 +41,6 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/digits.py
 	$(BIN)/python benchmarks/segmentation.py
 	$(BIN)/python benchmarks/sequence.py
-	# The proposal detectors' speed table times step 3's Faster R-CNN and YOLO v1 checkpoints beside them.
+	# The proposal detectors' speed table times the Faster R-CNN and YOLO v1 checkpoints of detection.py beside them.
 	runs=$$(mktemp -d) && $(BIN)/python benchmarks/detection.py --keep $$runs && \
-		$(BIN)/python benchmarks/proposal_detection.py --step3 $$runs
+		$(BIN)/python benchmarks/proposal_detection.py --detection-runs $$runs

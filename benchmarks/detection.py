@@ -7,7 +7,7 @@ processes one at a time. Val mAP is the best epoch's (the checkpoint test uses);
 test scenes, which no run selected on. Inference speed: both best checkpoints in this one process, on the same
 100 test scenes at 128 x 128, everything from the image tensor to the final boxes (network, decoding, NMS),
 at batch 1 (the papers' frames per second) and batch 8, the two models alternating over 5 rounds (the median is
-quoted) so that machine noise hits both alike. Targets (issue: step 3): each >= 0.90 mAP@0.5 on shapes, and
+quoted) so that machine noise hits both alike. Goals: each >= 0.90 mAP@0.5 on shapes, and
 YOLO v1 >= 6x Faster R-CNN's inference images/s (the papers: 45 against 7 frames/s).
 """
 
@@ -124,8 +124,10 @@ def main() -> None:
 
     print(f"\nEmbedded shapes scenes (4,000 train / 100 val / 100 test, 128x128, {len(CLASS_NAMES) - 1} classes), "
           f"{os.cpu_count()} CPU cores, torch {torch.__version__}\n")  # fmt: skip
-    print("| config | backbone | params | epochs | fit wall time (s) | val mAP@0.5 | val mAP | test mAP@0.5 | "
-          f"test mAP | test AP@0.5 {' / '.join(CLASS_NAMES[1:])} | images/s, batch 1 | images/s, batch 8 |")
+    print(
+        "| config | backbone | params | epochs | fit wall time (s) | val mAP@0.5 | val mAP | test mAP@0.5 | "
+        f"test mAP | test AP@0.5 {' / '.join(CLASS_NAMES[1:])} | images/s, batch 1 | images/s, batch 8 |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for row in rows:
         per_class = " / ".join(f"{ap:.3f}" for ap in row["class_ap"])

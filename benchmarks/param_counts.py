@@ -1,6 +1,6 @@
 """Parameter counts of every classifier configuration at 1,000 classes, beside torchvision's where it has one.
 
-python benchmarks/param_counts.py      # prints the README's model table (nets are built on the meta device)
+python benchmarks/param_counts.py      # prints the table in docs/classification.md (nets are built on the meta device)
 """
 
 from __future__ import annotations

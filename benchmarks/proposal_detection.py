@@ -1,7 +1,8 @@
 """Train R-CNN, SPPNet and Fast R-CNN on the embedded shapes scenes; compare their test speed and mAP with the same
 2,000 selective-search proposals per image, beside Faster R-CNN and YOLO v1.
 
-    python benchmarks/proposal_detection.py [--only rcnn_shapes ...] [--step3 RUNS] [--keep RUNS] [--reuse RUNS]
+    python benchmarks/proposal_detection.py [--only rcnn_shapes ...] [--detection-runs RUNS] [--keep RUNS]
+        [--reuse RUNS]
 
 Each configs/detection/{rcnn,sppnet,fast_rcnn}_shapes.yaml runs `lit-models fit`, then `test --ckpt_path best`, in
 fresh processes one at a time. The three configs share one proposal setting (checked here): selective search in
@@ -11,9 +12,9 @@ papers' seconds per image), from the normalised image tensor and its proposals t
 own computation excluded as the papers exclude it; the models alternate over ``--rounds`` passes and the median is
 quoted. Each model runs as its config tests it (Fast R-CNN with its truncated SVD; SPPNet and Fast R-CNN pooling
 each distinct feature-map window once), and SPPNet and Fast R-CNN once more with every proposal through the full
-head, as the papers ran them. Faster R-CNN and YOLO v1 need no proposals; with ``--step3`` (a
-``benchmarks/detection.py --keep`` folder) their best checkpoints join the speed comparison. Targets (issue: step
-4): SPPNet >= 25x and Fast R-CNN >= 100x R-CNN's test images/s, each >= 0.85 mAP@0.5 on shapes.
+head, as the papers ran them. Faster R-CNN and YOLO v1 need no proposals; with ``--detection-runs`` (a
+``benchmarks/detection.py --keep`` folder) their best checkpoints join the speed comparison. Goals:
+SPPNet >= 25x and Fast R-CNN >= 100x R-CNN's test images/s, each >= 0.85 mAP@0.5 on shapes.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ CONFIGS = {
 }
 PROPOSAL_SETTINGS = ("proposals", "proposal_width", "proposal_k", "max_proposals")
 EVERY_ROI = " (every proposal through the full head)"
-STEP3 = {"faster_rcnn_shapes": FasterRCNN, "yolov1_shapes": YOLOv1}
+PROPOSAL_FREE = {"faster_rcnn_shapes": FasterRCNN, "yolov1_shapes": YOLOv1}
 # Test-time speed relative to R-CNN in the papers (VGG-16 on VOC 2007 unless said): SPPNet 24-102x (its §4.2,
 # ZF-5: 5 scales to 1 scale); Fast R-CNN 146x (its Table 4: 0.32 s against 47 s per image); Faster R-CNN 0.2 s per
 # image with its proposals (5 fps) and YOLO v1 45 fps, each against R-CNN's 47 s (across papers and GPUs).
@@ -196,7 +197,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--keep", type=Path, help="keep the runs (checkpoints, metrics) in this folder")
     parser.add_argument("--reuse", type=Path, help="an earlier --keep folder: its configs are not trained again")
-    parser.add_argument("--step3", type=Path, help="benchmarks/detection.py --keep folder (Faster R-CNN, YOLO v1)")
+    parser.add_argument(
+        "--detection-runs", type=Path, help="benchmarks/detection.py --keep folder (Faster R-CNN, YOLO v1)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the test scenes per model")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -210,8 +213,12 @@ def main() -> None:
             print(f"done {name}: val mAP@0.5 {rows[-1]['val_map_50']:.4f}", file=sys.stderr)
         models = {row["config"]: CONFIGS[row["config"]].load_from_checkpoint(row["checkpoint"], map_location="cpu")
                   for row in rows}  # fmt: skip
-        for name, module in STEP3.items():
-            found = sorted(args.step3.glob(f"{name}/version_0/checkpoints/best*.ckpt")) if args.step3 else []
+        for name, module in PROPOSAL_FREE.items():
+            found = (
+                sorted(args.detection_runs.glob(f"{name}/version_0/checkpoints/best*.ckpt"))
+                if args.detection_runs
+                else []
+            )
             if found:
                 models[name] = module.load_from_checkpoint(found[-1], map_location="cpu")
         proposals = config_proposals()
@@ -238,8 +245,8 @@ def main() -> None:
         if row:
             cells = [f"{row['params']:,}", str(row["epochs"]), f"{row['fit_s']:.0f}", f"{row['val_map_50']:.3f}",
                      f"{row['test_map_50']:.3f}"]  # fmt: skip
-        else:  # a variant of the row above, or a step-3 checkpoint
-            cells = ["", "", "", "", ""] if name.endswith(EVERY_ROI) else ["", "", "", "step 3", "step 3"]
+        else:  # a variant of the row above, or a Faster R-CNN / YOLO v1 checkpoint
+            cells = ["", "", "", "", ""] if name.endswith(EVERY_ROI) else ["", "", "", "detection.py", "detection.py"]
         ratio = f"{result['images_s'] / base:.0f}x" if base else ""
         print(
             f"| {name} | {' | '.join(cells)} | {result['map_50']:.3f} | {result['images_s']:.2f} | {ratio} | "
@@ -247,13 +254,17 @@ def main() -> None:
         )
 
     rcnn_ms = 1000 / base if base else float("nan")
-    print(f"\nWhere the time goes (ms per test image, median over the scenes and {args.rounds} rounds; R-CNN: "
-          f"{rcnn_ms:.0f} ms). The bound is R-CNN's time over the RoI pooling alone: the most any head could reach.\n")
+    print(
+        f"\nWhere the time goes (ms per test image, median over the scenes and {args.rounds} rounds; R-CNN: "
+        f"{rcnn_ms:.0f} ms). The bound is R-CNN's time over the RoI pooling alone: the most any head could reach.\n"
+    )
     print("| model | total | trunk | RoI pooling (distinct windows) | rest | x R-CNN bound from the pooling |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, part in parts.items():
-        print(f"| {name} | {part['total']:.1f} | {part['trunk']:.1f} | {part['pooling']:.1f} | {part['rest']:.1f} | "
-              f"{rcnn_ms / part['pooling']:.0f}x |")
+        print(
+            f"| {name} | {part['total']:.1f} | {part['trunk']:.1f} | {part['pooling']:.1f} | {part['rest']:.1f} | "
+            f"{rcnn_ms / part['pooling']:.0f}x |"
+        )
 
 
 if __name__ == "__main__":

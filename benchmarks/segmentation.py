@@ -4,7 +4,7 @@
 
 Each configs/segmentation/*_shapes.yaml runs `lit-models fit`, then `lit-models test --ckpt_path best`, in
 fresh processes one at a time. Val mIoU is the best epoch's (the checkpoint test uses); test mIoU is on the
-100 held-out test scenes, which no run ever selected on. The targets (issue: step 2): FCN-8s >= 0.90 mIoU
+100 held-out test scenes, which no run ever selected on. The goals: FCN-8s >= 0.90 mIoU
 within 10 minutes of training, and 8s >= 16s >= 32s.
 """
 

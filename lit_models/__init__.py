@@ -37,6 +37,7 @@ _EXPORTS = {
     "ArrayDataModule": "lit_models.datamodules.sequence",
     "MNIST1DDataModule": "lit_models.datamodules.sequence",
     "AddingProblemDataModule": "lit_models.datamodules.sequence",
+    "TrainingPictures": "lit_models.pictures",
 }
 
 __all__ = sorted(_EXPORTS)

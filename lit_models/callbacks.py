@@ -18,6 +18,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from lit_models.datamodules.files import load_rgb
 from lit_models.datamodules.sources.shapes import voc_palette
+from lit_models.pictures import Sample, sample_grid
 
 
 def image_tensor(path: str) -> torch.Tensor:
@@ -63,18 +64,30 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class PredictionCSVWriter(PredictionWriter):
-    """Classification: a CSV of file, then top-k class names with probabilities (rank 0 writes)."""
+    """Classification: a CSV of file, then top-k class names with probabilities (rank 0 writes), and beside it a
+    PNG of the first ``grid`` images (by path) captioned with their top class and its probability
+    (``predictions.png`` next to ``predictions.csv``)."""
 
     default_name = "predictions.csv"
 
-    def __init__(self, output: str | None = None, overwrite: bool = False) -> None:
+    def __init__(self, output: str | None = None, overwrite: bool = False, grid: int = 64) -> None:
         """Configure the CSV output.
 
         Args:
             output: CSV path; default ``predictions.csv`` in the run's log folder.
-            overwrite: Replace an existing file instead of stopping with an error.
+            overwrite: Replace existing files instead of stopping with an error.
+            grid: Images drawn in the PNG beside the CSV; 0 draws none (the CLI's ``--plots false``).
         """
         super().__init__(output, overwrite, write_interval="epoch")
+        self.grid = grid
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_predict_start(trainer, pl_module)
+        if self.grid and self.path.with_suffix(".png").exists() and not self.overwrite:
+            raise FileExistsError(
+                f"{self.path.with_suffix('.png')} already exists; pass another --prediction_writer.output or "
+                "--prediction_writer.overwrite true."
+            )
 
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
@@ -101,6 +114,18 @@ class PredictionCSVWriter(PredictionWriter):
             writer.writerow(["path"] + [f"{col}_{k}" for k in range(1, top_k + 1) for col in ("class", "prob")])
             writer.writerows(rows)
         print(f"wrote {len(rows)} predictions to {path}")
+        shown = [row for row in rows if row[0]][: self.grid]  # rows of images read from files
+        if shown:
+            pictures = [thumbnail(row[0], f"{row[1]} {float(row[2]):.2f}") for row in shown]
+            Image.fromarray(sample_grid(pictures, columns=8, cell=1.6)).save(path.with_suffix(".png"))
+            print(f"drew the first {len(shown)} of them in {path.with_suffix('.png')}")
+
+
+def thumbnail(path: str, caption: str, size: int = 128) -> Sample:
+    """An image file shrunk to fit ``size`` pixels, with a caption."""
+    image = load_rgb(path)
+    image.thumbnail((size, size))
+    return Sample(image=torch.from_numpy(np.array(image)).permute(2, 0, 1), caption=caption)
 
 
 class SegmentationWriter(PredictionWriter):
@@ -200,7 +225,11 @@ class DetectionWriter(PredictionWriter):
     ) -> None:
         names = getattr(pl_module, "class_names", None) or [str(i) for i in range(pl_module.num_classes)]
         for path, name, boxes, scores, labels in zip(
-            prediction["path"], prediction["name"], prediction["boxes"], prediction["scores"], prediction["labels"],
+            prediction["path"],
+            prediction["name"],
+            prediction["boxes"],
+            prediction["scores"],
+            prediction["labels"],
             strict=True,
         ):
             detections = [

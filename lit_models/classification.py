@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_models.callbacks import PredictionCSVWriter
 from lit_models.nets.alexnet import AlexNet as AlexNetNet
@@ -20,6 +20,7 @@ from lit_models.nets.googlenet import GoogLeNetOutputs
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 from lit_models.nets.weights import load_weights
+from lit_models.pictures import Picture, Sample, confusion_picture, displayable, image_statistics
 from lit_models.task import TaskModule
 
 
@@ -75,6 +76,8 @@ class ImageClassifier(TaskModule):
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
+        # Drawn by TrainingPictures at the end of test (summary_pictures); counting is cheap enough to always do.
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
         if weights:
             load_weights(self.net, weights, num_classes)
 
@@ -105,7 +108,7 @@ class ImageClassifier(TaskModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
-    def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> None:
+    def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> Tensor:
         images, labels = split_batch(batch)
         logits = self.logits(self(images))
         # Plain cross-entropy (no smoothing) so the number is comparable across recipes.
@@ -113,12 +116,44 @@ class ImageClassifier(TaskModule):
         metrics.update(logits, labels)
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
         self.log_dict(metrics, prog_bar=True, batch_size=len(labels))
+        return logits
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics)
+        logits = self._evaluate(batch, "test", self.test_metrics)
+        self.test_confusion.update(logits, split_batch(batch)[1])
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    @torch.no_grad()
+    def show(self, batch: Any, count: int) -> list[Sample]:
+        """Each image with its predicted class and probability, and its true class: green when right, red when
+        wrong."""
+        images, labels = split_batch(batch)
+        images, labels = images[:count], labels[:count]
+        probs, predicted = torch.softmax(self.logits(self(images)), dim=1).max(dim=1)
+        names = self.class_names or [str(index) for index in range(self.num_classes)]
+        shown = []
+        for image, prob, guess, truth in zip(
+            displayable(images, *image_statistics(self)),
+            probs.tolist(),
+            predicted.tolist(),
+            labels.tolist(),
+            strict=True,
+        ):
+            caption = f"{names[guess]} {prob:.2f}\ntrue: {names[truth]}"
+            shown.append(Sample(image=image, caption=caption, colour="green" if guess == truth else "red"))
+        return shown
+
+    def summary_pictures(self, stage: str) -> dict[str, Picture]:
+        """The test split's confusion matrix (rows true, columns predicted), class names on the axes."""
+        if stage != "test":
+            return {}
+        matrix = self.test_confusion.compute()
+        return {"test/confusion_matrix": confusion_picture(matrix, self.class_names, self.test_confusion)}
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         images, _ = split_batch(batch)

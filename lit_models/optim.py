@@ -43,7 +43,8 @@ def build_optimizers(
     if lr_scheduler is None:
         return opt
     scheduler = lr_scheduler(opt)
-    config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+    # The name LearningRateMonitor logs it under ("train/lr", "train/lr/pg2" for a second parameter group).
+    config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch", "name": "train/lr"}
     if isinstance(scheduler, ReduceLROnPlateau):
         # Lightning's cli.ReduceLROnPlateau carries the metric it watches.
         config["monitor"] = getattr(scheduler, "monitor", None) or plateau_monitor

@@ -12,12 +12,13 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from lit_models.callbacks import SegmentationWriter
+from lit_models.callbacks import CLASS_COLOURS, SegmentationWriter
 from lit_models.nets.fcn import FCN as FCNNet
 from lit_models.nets.fcn import Backbone
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 from lit_models.nets.weights import load_weights
+from lit_models.pictures import Sample, displayable, image_statistics, overlay_mask, side_by_side
 from lit_models.task import TaskModule
 
 IGNORE_INDEX = 255  # void pixels (object borders in VOC, padding here): no loss, not counted by any metric
@@ -120,6 +121,29 @@ class Segmenter(TaskModule):
         for name, iou in zip(names, self.test_class_iou.compute(), strict=True):
             self.log(f"test/iou/{name}", iou)
         self.test_class_iou.reset()
+
+    @torch.no_grad()
+    def show(self, batch: Any, count: int) -> list[Sample]:
+        """Each image twice, the true mask over it on the left and the predicted one on the right (one colour per
+        class, as in the prediction overlays), with the image's pixel accuracy."""
+        images, masks = split_segmentation_batch(batch)
+        images = images[:count]
+        predicted = self(images).argmax(dim=1).cpu()  # N x H x W
+        sizes = batch["size"] if isinstance(batch, Mapping) else [tuple(images.shape[-2:])] * len(images)
+        shown = []
+        for index, image in enumerate(displayable(images, *image_statistics(self))):
+            height, width = sizes[index]  # without the batch's padding
+            image, guess = image[:, :height, :width], predicted[index, :height, :width]
+            drawn = overlay_mask(image, guess, CLASS_COLOURS, self.num_classes)
+            if masks is None:
+                shown.append(Sample(image=drawn, caption="predicted"))
+                continue
+            truth = masks[index, :height, :width].cpu()
+            labelled = truth != IGNORE_INDEX
+            accuracy = (guess[labelled] == truth[labelled]).float().mean().item() if labelled.any() else float("nan")
+            panels = side_by_side(overlay_mask(image, truth, CLASS_COLOURS, self.num_classes), drawn)
+            shown.append(Sample(image=panels, caption=f"truth | predicted\npixel accuracy {accuracy:.2f}"))
+        return shown
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         images, _ = split_segmentation_batch(batch)

@@ -3,15 +3,18 @@ family's headline metric, and injected optimizer / LR-scheduler factories."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lit_models.class_names import ClassNamesMismatchError, describe_difference
 from lit_models.optim import build_optimizers
+
+if TYPE_CHECKING:  # drawing (matplotlib) is imported where a family draws
+    from lit_models.pictures import Picture, Sample
 
 
 class TaskModule(pl.LightningModule):
@@ -48,7 +51,10 @@ class TaskModule(pl.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
 
     def setup(self, stage: str) -> None:
-        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self.check_data(datamodule)
+        names = getattr(datamodule, "class_names", None)
         if names is None:
             return
         names = [str(name) for name in names]
@@ -78,19 +84,62 @@ class TaskModule(pl.LightningModule):
             bias_weight_decay=self.bias_weight_decay,
         )
 
+    @classmethod
+    def data_arguments(cls, model_args: dict[str, Any], data_args: dict[str, Any]) -> dict[str, Any]:
+        """The DataModule arguments this model needs, decided by the CLI before either is built.
+
+        Given this module's arguments and the DataModule's (``data_args`` holds only those the DataModule takes),
+        return the data arguments to change so the pair trains as configured (YOLO v1's input size where the data
+        sets none); raise ValueError naming both arguments where the data contradicts the model. Without the CLI
+        the same disagreement stops ``setup`` (``check_data``).
+        """
+        return {}
+
+    def check_data(self, datamodule: pl.LightningDataModule) -> None:
+        """Raise ValueError, naming what to set, where this module cannot train on this DataModule as configured.
+
+        Called by ``setup``, and by the CLI right after building both, so a mismatch stops before any work.
+        """
+
     def configure_callbacks(self) -> list:
-        """Replace Lightning's default checkpointing by ``best-*.ckpt`` (by ``monitor``) + ``last.ckpt``.
+        """Replace Lightning's default checkpointing by ``best-*.ckpt`` (by ``monitor``) + ``last.ckpt``, and log
+        the learning rate in every fit.
 
         Two callbacks because Lightning 2.6's ``save_last=True`` only copies the newest *top-k* save, so on a
         monitored callback last.ckpt would lag behind the real last epoch and a resume would repeat epochs.
         Only the default ``ModelCheckpoint()`` is replaced: one the user configured (a monitor, a folder, a
-        period) stays as it is, and ``enable_checkpointing=False`` adds none.
+        period) stays as it is, and ``enable_checkpointing=False`` adds none. A ``LearningRateMonitor`` is added
+        to ``fit`` when there is a logger and none was configured.
         """
-        checkpoints = [cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+        trainer = self.trainer
+        monitors = [] if trainer.state.fn != "fit" or not trainer.loggers else [LearningRateMonitor()]
+        if any(isinstance(cb, LearningRateMonitor) for cb in trainer.callbacks):
+            monitors = []
+        checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
         default = ModelCheckpoint()
         if len(checkpoints) != 1 or checkpoints[0].dirpath or checkpoints[0].state_key != default.state_key:
-            return []
+            return monitors
         mode = self.monitor_mode or ("min" if self.monitor.endswith("loss") else "max")
         # The monitored one first: Lightning's in-process ckpt_path="best" reads the first callback.
         best = ModelCheckpoint(monitor=self.monitor, mode=mode, filename="best-{epoch}-{step}")
-        return [best, ModelCheckpoint(filename="last", save_top_k=1)]
+        return [best, ModelCheckpoint(filename="last", save_top_k=1), *monitors]
+
+    def show(self, batch: Any, count: int) -> list[Sample]:
+        """The first ``count`` samples of an evaluation batch with the model's prediction and the truth, as
+        :class:`lit_models.pictures.TrainingPictures` draws them each validation epoch. Called in evaluation
+        mode; a family that has nothing to show returns an empty list.
+
+        Args:
+            batch: A batch as ``validation_step`` receives it (on the module's device).
+            count: Samples wanted; fewer when the batch is smaller.
+        """
+        return []
+
+    def summary_pictures(self, stage: str) -> dict[str, Picture]:
+        """Pictures of a whole evaluation split by tag (``"test/confusion_matrix"``), drawn at the end of its epoch.
+        Called on every rank (computing a split-wide metric gathers it from all of them); rank 0 writes them.
+
+        Args:
+            stage: "test".
+        """
+        return {}

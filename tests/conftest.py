@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +49,37 @@ def make_image_tree(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
 def image_tree(tmp_path: Path) -> Path:
     """3 classes; 8 train, 3 val, 3 test images per class (9 val: odd, so DDP padding would show)."""
     return make_image_tree(tmp_path / "shapes", {"train": 8, "val": 3, "test": 3})
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny nets run fastest on one thread; several spin and stall when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_quickstart(tree: Path) -> list[str]:
+    """The quickstart recipe on a tiny image tree, with a tiny net, for speed."""
+    return [
+        "--config", str(REPO / "configs" / "quickstart.yaml"),
+        "--data.init_args.root", str(tree),
+        "--data.init_args.image_size", "16",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.batch_size", "8",
+        "--model.init_args.width_mult", "0.125",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def rank_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as rank 0: a DDP Trainer built in-process for another rank (the SLURM overlay test) sets
+    Lightning's global rank, and loggers of later tests would then write nothing."""
+    for rank_zero_only in (fabric_rank_zero_only, utils_rank_zero_only):
+        monkeypatch.setattr(rank_zero_only, "rank", 0, raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -10,25 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import CLASSES, REPO, run_cli
+from conftest import CLASSES, REPO, run_cli, tiny_quickstart
 
 from lit_models.cli import resolve_checkpoint_alias
 
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
-
-
-def tiny(tree: Path) -> list[str]:
-    """The quickstart config on a tiny tree, with a tiny net, for speed."""
-    return [
-        "--config", QUICKSTART,
-        "--data.init_args.root", str(tree),
-        "--data.init_args.image_size", "16",
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.batch_size", "8",
-        "--model.init_args.width_mult", "0.125",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-    ]  # fmt: skip
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -49,7 +35,7 @@ def test_help_and_print_config(tmp_path):
 
 
 def test_fit_then_validate_test_predict_in_new_processes(image_tree, tmp_path):
-    run_cli("fit", *tiny(image_tree), "--trainer.max_epochs", "3", cwd=tmp_path)
+    run_cli("fit", *tiny_quickstart(image_tree), "--trainer.max_epochs", "3", cwd=tmp_path)
     runs = tmp_path / "runs" / "quickstart"
     fit_rows = [r for r in metrics(runs / "version_0") if r.get("val/acc_top1")]
     assert len(fit_rows) == 3
@@ -59,14 +45,14 @@ def test_fit_then_validate_test_predict_in_new_processes(image_tree, tmp_path):
     assert last["epoch"] == 2 and last["class_names"] == CLASSES  # the real last epoch, not the best one
 
     # A new process finds the run's best checkpoint and reproduces its validation accuracy exactly.
-    run_cli("validate", *tiny(image_tree), "--ckpt_path", "best", cwd=tmp_path)
+    run_cli("validate", *tiny_quickstart(image_tree), "--ckpt_path", "best", cwd=tmp_path)
     assert last_value(runs / "version_1", "val/acc_top1") == pytest.approx(best_fit_acc, abs=1e-7)
 
-    run_cli("test", *tiny(image_tree), "--ckpt_path", "best", cwd=tmp_path)
+    run_cli("test", *tiny_quickstart(image_tree), "--ckpt_path", "best", cwd=tmp_path)
     test_acc = last_value(runs / "version_2", "test/acc_top1")
     assert 0.0 <= test_acc <= 1.0
 
-    run_cli("predict", *tiny(image_tree), "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("predict", *tiny_quickstart(image_tree), "--ckpt_path", "last", cwd=tmp_path)
     with open(runs / "version_3" / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9  # the test split: 3 classes x 3 images
@@ -78,14 +64,14 @@ def test_fit_then_validate_test_predict_in_new_processes(image_tree, tmp_path):
     # An existing predictions file is never overwritten.
     target = runs / "version_3" / "predictions.csv"
     failed = subprocess.run(
-        [sys.executable, "-m", "lit_models", "predict", *tiny(image_tree), "--ckpt_path", "last",
+        [sys.executable, "-m", "lit_models", "predict", *tiny_quickstart(image_tree), "--ckpt_path", "last",
          "--prediction_writer.output", str(target)],
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     assert failed.returncode != 0 and "already exists" in failed.stderr
 
     # `fit --ckpt_path last` resumes the newest run: only the 4th epoch is trained.
-    run_cli("fit", *tiny(image_tree), "--trainer.max_epochs", "4", "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("fit", *tiny_quickstart(image_tree), "--trainer.max_epochs", "4", "--ckpt_path", "last", cwd=tmp_path)
     newest = max(runs.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     resumed = [r["epoch"] for r in metrics(newest) if r.get("val/acc_top1")]
     assert resumed == ["3"]
@@ -120,12 +106,12 @@ def test_bad_root_is_a_clear_error(tmp_path):
 def test_ddp_on_two_cpu_processes_matches_single_process(image_tree, tmp_path):
     ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
     single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
-    run_cli("fit", *tiny(image_tree), *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
+    run_cli("fit", *tiny_quickstart(image_tree), *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
     runs = tmp_path / "runs" / "quickstart"
     assert (runs / "version_0" / "checkpoints" / "last.ckpt").exists()
 
-    run_cli("validate", *tiny(image_tree), *ddp, "--ckpt_path", "last", cwd=tmp_path)
-    run_cli("validate", *tiny(image_tree), *single, "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("validate", *tiny_quickstart(image_tree), *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    run_cli("validate", *tiny_quickstart(image_tree), *single, "--ckpt_path", "last", cwd=tmp_path)
     # 9 validation images over 2 ranks: a padding sampler would count one twice and change the accuracy.
     assert last_value(runs / "version_1", "val/acc_top1") == last_value(runs / "version_2", "val/acc_top1")
 

@@ -66,6 +66,7 @@ def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch)
 @pytest.mark.parametrize("trainer_config", TRAINER_CONFIGS, ids=lambda p: p.name)
 def test_trainer_overlays_instantiate(trainer_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    assert trainer_config.read_text().startswith("#"), "every overlay says what it is for in a first comment"
     args = ["--config", str(REPO / "configs" / "quickstart.yaml"), "--trainer", str(trainer_config)]
     if "gpu" in trainer_config.name or "slurm" in trainer_config.name:  # no GPU here: the rest of it on CPU
         args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2"]
@@ -78,6 +79,12 @@ def test_trainer_overlays_instantiate(trainer_config, tmp_path, monkeypatch):
             monkeypatch.setenv(name, "")  # or later DDP tests rendezvous at "gpu01"
             monkeypatch.delenv(name)
     cli = instantiate(args)
+    if trainer_config.name == "tensorboard.yaml":  # replaces the recipe's logger, keeping its run name
+        assert type(cli.trainer.logger).__name__ == "TensorBoardLogger"
+        assert (cli.trainer.logger.name, cli.trainer.logger.save_dir) == ("quickstart", "runs")
+    if trainer_config.name == "rich.yaml":
+        kinds = {type(callback).__name__ for callback in cli.trainer.callbacks}
+        assert {"RichProgressBar", "RichModelSummary"} <= kinds
     if "ddp" in trainer_config.name or "slurm" in trainer_config.name:
         assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
         assert cli.trainer.num_devices == 2

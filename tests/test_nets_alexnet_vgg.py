@@ -30,7 +30,7 @@ def test_alexnet_torchvision_variant_matches_torchvision() -> None:
     ref = torchvision.models.alexnet(weights=None, num_classes=10)
     assert _shapes(ours) == _shapes(ref)
     assert list(ours.state_dict()) == list(ref.state_dict())
-    assert _count(ours) == _count(ref) == 57_044_810  # DESIGN §6 anchor
+    assert _count(ours) == _count(ref) == 57_044_810  # docs/classification.md, parameter counts at 10 classes
 
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
@@ -57,7 +57,7 @@ def test_vgg_state_dict_matches_torchvision(depth: int, batch_norm: bool) -> Non
     assert _shapes(ours) == _shapes(ref)
     assert _count(ours) == _count(ref)
     if depth == 16 and not batch_norm:
-        assert _count(ours) == 134_301_514  # DESIGN §6 anchor
+        assert _count(ours) == 134_301_514  # docs/classification.md, parameter counts at 10 classes
 
 
 def test_vgg11_loads_torchvision_weights_and_matches_outputs() -> None:

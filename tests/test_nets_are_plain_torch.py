@@ -1,4 +1,4 @@
-"""Rule 1 of DESIGN.md: anyone can import the nets without Lightning."""
+"""docs/architecture.md, rule 1: anyone can import the nets without Lightning."""
 
 import ast
 import subprocess

@@ -153,8 +153,9 @@ def test_the_command_fills_a_voc_folder_and_reports_recall_per_split(shapes_tree
     out = capsys.readouterr().out
     assert "12 of 12 images computed" in out
     for split, images in (("train", 6), ("val", 3), ("test", 3)):
-        assert re.search(rf"{split}: {images} images, \d+ boxes, \d+ proposals per image, recall [01]\.\d+ at IoU 0\.5",
-                         out)
+        assert re.search(
+            rf"{split}: {images} images, \d+ boxes, \d+ proposals per image, recall [01]\.\d+ at IoU 0\.5", out
+        )
 
 
 def test_ddp_on_two_cpu_processes_matches_single_process(shapes_tree, tmp_path):

@@ -23,12 +23,7 @@ CONFIGS = REPO / "configs" / "sequence"
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want " * 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trainer(**kwargs) -> pl.Trainer:

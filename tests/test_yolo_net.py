@@ -12,13 +12,7 @@ TINY = {"width_mult": 1 / 32, "hidden": 32, "image_size": SIZE, "head_stride": 1
 DECODE = {"score_threshold": 0.05, "nms_threshold": 0.5, "max_detections": 100}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread; several spin and stall when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def target(boxes, labels) -> dict:

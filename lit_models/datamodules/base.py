@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_models.datamodules.files import DataError, list_predict_images
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
+from lit_models.preemption import worker_init_fn
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,15 @@ class FileDataModule(pl.LightningDataModule):
         """Where a split would be on disk (named when it is missing)."""
         return self.root / split
 
+    def missing_split(self, split: str) -> str:
+        """Why a split is absent, for messages: where it was looked for."""
+        return f"{self.split_location(split)} does not exist."
+
     def loader(self, split: str, train: bool) -> DataLoader:
         hp = self.hparams
         batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
         if split not in self.datasets:
-            raise DataError(f"this data has no {split} split: {self.split_location(split)} does not exist.")
+            raise DataError(f"this data has no {split} split: {self.missing_split(split)}")
         dataset = self.datasets[split]
         sampler = None
         if not train and self.trainer is not None and self.trainer.world_size > 1:
@@ -132,6 +137,7 @@ class FileDataModule(pl.LightningDataModule):
             collate_fn=self.collate_fn,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=hp.num_workers > 0,
+            worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
             # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is
             # dropped (a different few images each epoch) unless the split is smaller than one batch.
             drop_last=train and len(dataset) > batch_size,
@@ -197,10 +203,8 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
             )
         train = self.listed("train")
         if train is None:
-            raise DataError(
-                f"{self.root} has no training split: {self.split_location(self.split_name('train') or 'train')} "
-                "does not exist."
-            )
+            missing = self.missing_split(self.split_name("train") or "train")
+            raise DataError(f"{self.root} has no training split: {missing}")
         val = self.listed("val")
         if val is None:
             train, val = self.split_off_validation(train)

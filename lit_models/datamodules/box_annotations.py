@@ -170,27 +170,70 @@ def coco_categories(data: dict[str, Any], path: Path) -> list[tuple[int, str]]:
     return categories
 
 
+# Where the common exports put a split's COCO file, tried in this order ({split}: the split's name): the shapes
+# export, COCO's own (instances_train2017.json: a year after the split), a plain annotations folder, Roboflow's
+# (<split>/_annotations.coco.json beside the images), and a file per split.
+COCO_ANNOTATION_PATTERNS = (
+    "annotations_{split}.json",
+    "annotations/instances_{split}.json",
+    "annotations/instances_{split}[0-9]*.json",
+    "annotations/{split}.json",
+    "{split}/_annotations.coco.json",
+    "{split}/annotations.json",
+    "{split}.json",
+)
+# Roboflow calls the validation split "valid"; other exports write it out.
+SPLIT_ALIASES = {"val": ("val", "valid", "validation")}
+
+
+def split_aliases(split: str) -> tuple[str, ...]:
+    return SPLIT_ALIASES.get(split, (split,))
+
+
+def coco_annotation_candidates(root: Path, split: str) -> list[str]:
+    """The files ``find_coco_annotations`` looks for, as messages name them (``<year>`` for COCO's year)."""
+    return [
+        str(root / pattern.format(split=name)).replace("[0-9]*", "<year>")
+        for name in split_aliases(split)
+        for pattern in COCO_ANNOTATION_PATTERNS
+    ]
+
+
 def find_coco_annotations(root: Path, split: str) -> Path | None:
-    """root/annotations_<split>.json (the shapes export), else root/annotations/instances_<split>*.json (COCO's)."""
-    ours = root / f"annotations_{split}.json"
-    if ours.is_file():
-        return ours
-    found = sorted((root / "annotations").glob(f"instances_{split}*.json"))
-    if len(found) > 1:
-        raise DataError(
-            f"{root / 'annotations'} holds several {split} annotation files ({', '.join(p.name for p in found)}): "
-            f"name one with data.annotations={{'{split}': path}}."
-        )
-    return found[0] if found else None
+    """The first of ``COCO_ANNOTATION_PATTERNS`` that exists for this split (or its aliases); None if none does."""
+    for name in split_aliases(split):
+        for pattern in COCO_ANNOTATION_PATTERNS:
+            found = sorted(p for p in root.glob(pattern.format(split=name)) if p.is_file())
+            if len(found) > 1:
+                raise DataError(
+                    f"{found[0].parent} holds several {split} annotation files ({', '.join(p.name for p in found)}): "
+                    f"name one with --data.annotations '{{{split}: {found[-1]}}}'."
+                )
+            if found:
+                return found[0]
+    return None
+
+
+def missing_coco_annotations(root: Path, split: str) -> str:
+    """What to say when a split has no COCO file: every path tried, and the argument that names one."""
+    tried = "\n  ".join(coco_annotation_candidates(root, split))
+    return (
+        f"no COCO annotation file for the {split} split under {root}; tried:\n  {tried}\n"
+        f"Name the files with --data.annotations '{{train: path/to/train.json, val: path/to/val.json}}' "
+        "(and their image folders with --data.images if they are not beside them)."
+    )
 
 
 def find_coco_images(root: Path, split: str, annotation: Path, file_names: list[str]) -> Path:
-    """The first of root, root/images/<split>, root/<split><year>, root/JPEGImages holding the split's first image."""
-    candidates = [root, root / "images" / split]
+    """The first folder holding the split's first image: root, the annotation file's folder (Roboflow), then
+    <split>/, images/<split>/, <split>/images/, <split><year>/ (COCO's), images/, JPEGImages/ (the shapes export)."""
+    candidates = [root, annotation.parent]
     suffix = annotation.stem.removeprefix(f"instances_{split}")  # "2017" for instances_train2017.json
     if annotation.stem.startswith("instances_") and suffix:
         candidates.append(root / f"{split}{suffix}")
-    candidates += [root / f"{split}2017", root / "JPEGImages"]  # the last: the shapes export's COCO files
+    for name in split_aliases(split):
+        candidates += [root / name, root / "images" / name, root / name / "images", root / f"{name}2017"]
+    candidates += [root / "images", root / "JPEGImages"]
     if not file_names:
         return root
     for folder in candidates:
@@ -198,7 +241,7 @@ def find_coco_images(root: Path, split: str, annotation: Path, file_names: list[
             return folder
     raise DataError(
         f"cannot find the images of {annotation}: none of {', '.join(str(c) for c in dict.fromkeys(candidates))} "
-        f"holds its first image {file_names[0]!r}. Give the folder with data.images={{'{split}': folder}}."
+        f"holds its first image {file_names[0]!r}. Give the folder with --data.images '{{{split}: folder}}'."
     )
 
 

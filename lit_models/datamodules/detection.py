@@ -29,10 +29,12 @@ from lit_models.datamodules.base import (
 )
 from lit_models.datamodules.box_annotations import (
     Sample,
+    coco_annotation_candidates,
     coco_categories,
     coco_split,
     find_coco_annotations,
     find_coco_images,
+    missing_coco_annotations,
     read_json,
     voc_split,
 )
@@ -192,8 +194,8 @@ def detect_format(root: Path) -> Literal["voc", "coco"]:
     if find_coco_annotations(root, "train") is not None:
         return "coco"
     raise DataError(
-        f"{root} is neither a VOC layout (Annotations/, JPEGImages/, ImageSets/Main/train.txt) nor COCO "
-        "(annotations_train.json or annotations/instances_train*.json); name COCO files with data.annotations."
+        f"{root} is neither a VOC layout (Annotations/, JPEGImages/, ImageSets/Main/train.txt) nor COCO: "
+        + missing_coco_annotations(root, "train")
     )
 
 
@@ -246,15 +248,20 @@ class DetectionDataModule(AnnotatedImagesDataModule):
 
         Args:
             root: A PASCAL VOC folder (Annotations/, JPEGImages/, ImageSets/Main/{train,val,test}.txt, e.g.
-                VOCdevkit/VOC2012) or a COCO folder (annotations_<split>.json, or annotations/instances_<split>*.json
-                with images in <split>2017/). None uses the embedded shapes scenes (generated once into
-                ``cache_dir``, read as VOC).
+                VOCdevkit/VOC2012) or a COCO export, whose split files are found in the common layouts:
+                annotations/instances_<split>[<year>].json (COCO's own, images in <split><year>/),
+                annotations/<split>.json, <split>/_annotations.coco.json (Roboflow's, "valid" for val),
+                <split>/annotations.json, <split>.json, annotations_<split>.json. None uses the embedded shapes
+                scenes (generated once into ``cache_dir``, read as VOC).
             format: "voc", "coco", or "auto" (VOC when both are present).
             class_names: Class names, background first. VOC default: root/class_names.txt, else VOC's 21 classes.
                 COCO default: "background" then the categories' names in id order (given names must be as many).
-            annotations: COCO annotation file per split, e.g. {"train": ".../train.json", "val": ...}; implies COCO.
-            images: COCO image folder per split (default: the first of root, root/images/<split>,
-                root/<split>2017, root/JPEGImages that holds the split's images).
+            annotations: COCO annotation file per split, e.g. {"train": ".../train.json", "val": ...}, for a layout
+                not found by itself; implies COCO (root defaults to the train file's folder). A split left out is
+                then absent (val is held out of train).
+            images: COCO image folder per split (default: the first of root, the annotation file's folder,
+                <split>/, images/<split>/, <split>/images/, <split><year>/, images/ that holds the split's first
+                image).
             image_size: Resize every image to image_size x image_size (YOLO); None keeps each image's size (Faster
                 R-CNN resizes inside the model).
             hflip: Random horizontal flips in training.
@@ -316,7 +323,11 @@ class DetectionDataModule(AnnotatedImagesDataModule):
                 root = str(self.annotation_files["train"].parent)
             self.root = Path(root).expanduser()
             if not self.root.is_dir():
-                raise DataError(f"data root {self.root} does not exist or is not a folder.")
+                raise DataError(
+                    f"data root {self.root} does not exist or is not a folder. Pass --data.root a VOC folder "
+                    "(Annotations/, JPEGImages/, ImageSets/Main/) or a COCO export (or name its files with "
+                    "--data.annotations), or leave both out for the embedded shapes."
+                )
             self.format = "coco" if annotations else detect_format(self.root) if format == "auto" else format
             if self.format == "voc":
                 self.class_names = read_class_names(self.root, class_names, VOC_CLASS_NAMES)
@@ -332,7 +343,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
     def coco_class_names(self, given: list[str] | None) -> list[str]:
         path = self.coco_file("train")
         if path is None:
-            raise DataError(f"{self.root} has no COCO training annotations: {self.split_location('train')}.")
+            raise DataError(missing_coco_annotations(self.root, "train"))
         self._coco_cache[path] = data = read_json(path)
         categories = coco_categories(data, path)
         self.label_of = {category: label for label, (category, _) in enumerate(categories, 1)}
@@ -410,7 +421,14 @@ class DetectionDataModule(AnnotatedImagesDataModule):
     def split_location(self, split: str) -> Path:
         if self.format == "voc":
             return self.root / "ImageSets" / "Main" / f"{split}.txt"
-        return self.annotation_files.get(split) or self.root / f"annotations_{split}.json"
+        return self.annotation_files.get(split) or Path(coco_annotation_candidates(self.root, split)[0])
+
+    def missing_split(self, split: str) -> str:
+        if self.format == "voc" or split in self.annotation_files:
+            return super().missing_split(split)
+        if self.annotation_files:
+            return f"data.annotations names no {split} file."
+        return missing_coco_annotations(self.root, split)
 
     def list_split(self, split: str, annotated: bool = True) -> list[Sample] | None:
         if self.format == "voc":

@@ -110,7 +110,10 @@ class ImageFolderDataModule(FileDataModule):
         else:
             self.root = Path(root).expanduser()
             if not self.root.is_dir():
-                raise DataError(f"data root {self.root} does not exist or is not a folder.")
+                raise DataError(
+                    f"data root {self.root} does not exist or is not a folder. Pass --data.root a folder with "
+                    "train/<class>/* images (val/ and test/ optional), or leave it out for the embedded digits."
+                )
             self.class_names = list_class_folders(self.root / "train")
         self.num_classes = len(self.class_names)
         self.collate_fn = collate_samples

@@ -75,9 +75,7 @@ def _check_settings(mode: str, max_proposals: int, width: int | None, k: int) ->
     if mode not in MODES:
         raise ValueError(f"mode must be 'fast' or 'quality', got {mode!r}")
     if max_proposals < 1 or (width is not None and width < 1) or k < 1:
-        raise ValueError(
-            f"max_proposals, width (or None) and k must be >= 1, got {max_proposals}, {width} and {k}"
-        )
+        raise ValueError(f"max_proposals, width (or None) and k must be >= 1, got {max_proposals}, {width} and {k}")
 
 
 def _rgb_pixels(image: Image.Image | np.ndarray) -> np.ndarray:

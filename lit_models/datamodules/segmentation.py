@@ -213,7 +213,11 @@ class SegmentationDataModule(AnnotatedImagesDataModule):
         else:
             self.root = Path(root).expanduser()
             if not self.root.is_dir():
-                raise DataError(f"data root {self.root} does not exist or is not a folder.")
+                raise DataError(
+                    f"data root {self.root} does not exist or is not a folder. Pass --data.root a VOC folder "
+                    "(JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) or image/mask folder pairs "
+                    "(<split>/images/, <split>/masks/), or leave it out for the embedded shapes."
+                )
             self.layout = detect_layout(self.root) if layout == "auto" else layout
             default = VOC_CLASS_NAMES if self.layout == "voc" else None
             self.class_names = read_class_names(self.root, class_names, default)

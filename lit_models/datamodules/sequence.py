@@ -33,6 +33,7 @@ from lit_models.datamodules.sequence_files import SequenceArrays, read_sequences
 from lit_models.datamodules.sources import mnist1d
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
 from lit_models.datamodules.text import TextDataModule
+from lit_models.preemption import worker_init_fn
 
 __all__ = [
     "AddingProblemDataModule",
@@ -120,6 +121,7 @@ class SequenceDataModule(pl.LightningDataModule):
             collate_fn=collate_sequences,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=hp.num_workers > 0,
+            worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -218,7 +220,11 @@ class ArrayDataModule(ArraysDataModule):
             raise ValueError(f"label_columns and features must be >= 1, got {label_columns} and {features}")
         self.path = Path(path).expanduser()
         if not self.path.is_file():
-            raise DataError(f"sequence file {self.path} does not exist or is not a file.")
+            raise DataError(
+                f"sequence file {self.path} does not exist or is not a file. Pass --data.path an .npz file (arrays "
+                "x, y, optionally lengths, x_test, y_test) or a .csv/.tsv/.txt file (one sequence per line: the "
+                "label field(s), then the values)."
+            )
         self.task = task
         self._class_names = list(class_names) if class_names else None
 

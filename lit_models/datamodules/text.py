@@ -31,6 +31,7 @@ from lit_models.datamodules.base import default_cache_dir
 from lit_models.datamodules.files import DataError
 from lit_models.datamodules.sources import pydoc_topics
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
+from lit_models.preemption import worker_init_fn
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,10 @@ class TextDataModule(pl.LightningDataModule):
         else:
             self.path = Path(path).expanduser()
             if not self.path.exists():
-                raise DataError(f"text path {self.path} does not exist; give a UTF-8 text file or a folder of them.")
+                raise DataError(
+                    f"text path {self.path} does not exist. Pass --data.path a UTF-8 text file or a folder of them, "
+                    "or leave it out for the embedded pydoc topics."
+                )
         self.prompts = list(prompts) if prompts is not None else ["The "]
         self.ids: dict[str, torch.Tensor] = {}
         self.unknown_counts: dict[str, int] = {}
@@ -309,6 +313,7 @@ class TextDataModule(pl.LightningDataModule):
             num_workers=hp.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=hp.num_workers > 0,
+            worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
         )
 
     def train_dataloader(self) -> DataLoader:

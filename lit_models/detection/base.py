@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,9 +11,13 @@ import torch.distributed as dist
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.utils import draw_bounding_boxes
 
-from lit_models.callbacks import DetectionWriter
+from lit_models.callbacks import CLASS_COLOURS, DetectionWriter
+from lit_models.pictures import Sample, displayable, image_statistics, side_by_side
 from lit_models.task import TaskModule
+
+log = logging.getLogger(__name__)
 
 # Logged from MeanAveragePrecision's result; the rest (per-size breakdowns, per-class tensors) stays out of the logs.
 LOGGED = ("map_50", "map", "map_75", "mar_100")
@@ -97,13 +102,26 @@ class Detector(TaskModule):
         # VOC's per-class table: AP at IoU 0.5 only (class_metrics reports per class at the given thresholds).
         self.test_class_ap = mean_average_precision(iou_thresholds=[0.5], class_metrics=True)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        data = getattr(self.trainer, "datamodule", None)
-        if self.uses_proposals and data is not None and not getattr(data.hparams, "proposals", None):
+    @classmethod
+    def data_arguments(cls, model_args: dict[str, Any], data_args: dict[str, Any]) -> dict[str, Any]:
+        """Warns about region proposals computed for a detector that does not read them. A proposal detector
+        does not turn them on itself: selective search over a whole dataset takes hours, and ``check_data``
+        names the argument."""
+        if not cls.uses_proposals and data_args.get("proposals"):
+            log.warning(
+                "%s does not read region proposals: data.proposals=%s computes them for nothing; set it to null.",
+                cls.__name__,
+                data_args["proposals"],
+            )
+        return super().data_arguments(model_args, data_args)
+
+    def check_data(self, datamodule: Any) -> None:
+        super().check_data(datamodule)
+        if self.uses_proposals and not getattr(datamodule.hparams, "proposals", None):
             raise ValueError(
-                f"{type(self).__name__} classifies region proposals, but data.proposals is null: set it to 'fast' "
-                "or 'quality' (selective search, computed once and cached by prepare_data)."
+                f"{type(self).__name__} classifies region proposals, but data.proposals is null: set "
+                "--data.proposals fast (selective search's fast mode, the paper's) or quality. They are computed once, "
+                "by prepare_data, and cached beside the data (data.proposal_dir)."
             )
 
     def forward(self, images: Tensor | list[Tensor], proposals: list[Tensor] | None = None) -> list[dict[str, Tensor]]:
@@ -164,6 +182,37 @@ class Detector(TaskModule):
             self.log(f"test/ap_50/{names[label]}", ap)
         self.test_class_ap.reset()
 
+    @torch.no_grad()
+    def show(self, batch: Any, count: int, min_score: float = 0.3, most: int = 10) -> list[Sample]:
+        """Each image twice: the true boxes on the left, the detections on the right (class name and score, one
+        colour per class).
+
+        Args:
+            batch: An evaluation batch.
+            count: Images wanted.
+            min_score: Lowest score of a detection drawn.
+            most: Most detections drawn per image, the highest scoring.
+        """
+        images, targets = split_detection_batch(batch)
+        images = images[:count]
+        proposals = self.proposals(batch)
+        found = self(images, proposals[:count] if proposals is not None else None)
+        names = self.class_names or [str(index) for index in range(self.num_classes)]
+        mean, std = image_statistics(self)
+        shown = []
+        for index, (image, detections) in enumerate(zip(images, found, strict=True)):
+            picture = displayable(image[None], mean, std)[0]
+            keep = (detections["scores"] >= min_score).nonzero().flatten()[:most]  # scores come sorted
+            drawn = boxes_drawn(picture, detections["boxes"][keep], detections["labels"][keep], names,
+                                detections["scores"][keep])  # fmt: skip
+            if targets is None:
+                shown.append(Sample(image=drawn, caption=f"{len(keep)} detection(s) >= {min_score}"))
+                continue
+            truth = boxes_drawn(picture, targets[index]["boxes"], targets[index]["labels"], names)
+            caption = f"truth | predicted (score >= {min_score})"
+            shown.append(Sample(image=side_by_side(truth, drawn), caption=caption))
+        return shown
+
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         images, _ = split_detection_batch(batch)
         meta = batch if isinstance(batch, Mapping) else {}
@@ -181,3 +230,15 @@ class Detector(TaskModule):
             "path": meta.get("path") or [""] * len(images),
             "name": meta.get("name") or [str(batch_idx * len(images) + i) for i in range(len(images))],
         }
+
+
+def boxes_drawn(image: Tensor, boxes: Tensor, labels: Tensor, names: list[str], scores: Tensor | None = None) -> Tensor:
+    """3 x H x W uint8 with each box outlined in its class's colour, captioned by class name (and score)."""
+    if len(boxes) == 0:
+        return image
+    labels = labels.tolist()
+    captions = [names[label] for label in labels]
+    if scores is not None:
+        captions = [f"{caption} {score:.2f}" for caption, score in zip(captions, scores.tolist(), strict=True)]
+    colours = [CLASS_COLOURS[label % 256] for label in labels]
+    return draw_bounding_boxes(image, boxes.detach().float().cpu(), labels=captions, colors=colours, width=1)

@@ -1,4 +1,4 @@
-"""Convolutional trunks of step 1's classifiers, for the detectors that put their own heads on top.
+"""Convolutional trunks of the image classifiers, for the detectors that put their own heads on top.
 
 A trunk is the classifier without its pooling and classifier layers, cut at stride 16 (Faster R-CNN's conv5_3 of
 VGG-16, or ResNet's conv4_x as in the ResNet paper's detection experiments) or 32 (the whole convolutional part).
@@ -23,7 +23,7 @@ Backbone = Literal["vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
 
 
 def classifier(name: str, width_mult: float, batch_norm: bool, num_classes: int = 1000) -> VGG | ResNet:
-    """The step-1 classifier a trunk is cut from (also what its weight files were saved from)."""
+    """The classifier a trunk is cut from (also what its weight files were saved from)."""
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
     if name == "vgg16":
@@ -43,7 +43,7 @@ def cut(net: VGG | ResNet, stride: int) -> nn.Sequential:
 
 
 class Trunk(nn.Module):
-    """N x 3 x H x W -> N x ``out_channels`` x H/stride x W/stride feature map of a step-1 classifier."""
+    """N x 3 x H x W -> N x ``out_channels`` x H/stride x W/stride feature map of a classifier's trunk."""
 
     def __init__(
         self, name: Backbone = "vgg16", width_mult: float = 1.0, batch_norm: bool = False, stride: int = 16

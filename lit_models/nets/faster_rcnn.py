@@ -1,4 +1,4 @@
-"""Faster R-CNN (Ren, He, Girshick & Sun, NeurIPS 2015) from torchvision's detection components on step 1's trunks.
+"""Faster R-CNN (Ren, He, Girshick & Sun, NeurIPS 2015) from torchvision's detection components on classifier trunks.
 
 A region proposal network slides a 3x3 convolution over the trunk's stride-16 feature map and scores and regresses
 k anchors (sizes x aspect ratios) at every position; its top proposals after NMS are pooled to 7x7 (RoI max
@@ -47,7 +47,7 @@ class RoIMaxPool(nn.Module):
 
 
 class FasterRCNNNet(FasterRCNN):
-    """torchvision's FasterRCNN on a step-1 trunk, with the ``loss`` / ``predict`` interface of lit-models' nets."""
+    """torchvision's FasterRCNN on a classifier trunk, with the ``loss`` / ``predict`` interface of lit-models' nets."""
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ bilinear clamp).
 
 Deviations from the paper:
 
-* The CNN is a step-1 classifier's whole convolutional part (VGG-16's pool5 kept, or a ResNet), then an adaptive
+* The CNN is a classifier's whole convolutional part (VGG-16's pool5 kept, or a ResNet), then an adaptive
   max pool to ``pool_size`` x ``pool_size`` (identity for VGG-16 at 224 px: exactly pool5). The paper's networks
   are AlexNet at 227 px (its "T-Net") and VGG-16 at 224 ("O-Net").
 * The SVMs and box regressors are trained by SGD in the training loop (region_heads), not from a feature cache.

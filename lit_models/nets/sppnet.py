@@ -24,7 +24,7 @@ Deviations from the paper:
 * Single scale only: the image resized to a shorter side of ``min_size`` (the paper's single-scale s = 688;
   :mod:`lit_models.nets.shared_map`); the paper also tests over 5 scales, choosing per window the scale at which
   it is closest to 224 x 224 pixels.
-* The trunk is a step-1 classifier cut at stride 16 (VGG-16's conv5_3, without pool5, or ResNet's conv4_x); the
+* The trunk is a classifier cut at stride 16 (VGG-16's conv5_3, without pool5, or ResNet's conv4_x); the
   paper's is ZF-5. The paper's pyramid gives fc6 a C * 50 input, not VGG-16's 512 * 7 * 7, so
   :meth:`load_backbone` copies VGG's fc6/fc7 only for a pyramid of 49 bins (``pyramid_levels=(7,)``).
 * SVMs and box regressors are trained online (see region_heads); RoIs are sampled per image (64, a quarter

@@ -20,7 +20,7 @@ Deviations from the paper:
   have no bias. Without it the net is the paper's, whose first 20 layers were pretrained on ImageNet (~a week).
 * A cell holds one object, as in the paper; of several centres in one cell the largest box is kept (the paper does
   not say which).
-* Step-1 trunks (VGG-16, ResNets) can replace the Darknet backbone; ``head_stride=1`` keeps the detection convs'
+* Classifier trunks (VGG-16, ResNets) can replace the Darknet backbone; ``head_stride=1`` keeps the detection convs'
   resolution for small inputs. The fully connected head fixes the input size, as in the paper (448 x 448).
 * Weights are Kaiming-initialised for LeakyReLU; the paper starts from ImageNet-pretrained layers.
 * ``head="conv"`` replaces the two fully connected layers with a 1x1 convolution over an S x S feature map, so
@@ -28,7 +28,7 @@ Deviations from the paper:
   scratch on the shapes scenes (no ImageNet features to start from), the fully connected head's outputs collapsed
   to nearly the same prediction for every image: in a development run (Darknet x0.125, batch 32) its class error
   after 1,000 steps was still the prior's (1.65 per image), while a convolutional head on a 7 x 7 ResNet-18 map
-  reached 0.66 mAP@0.5 in the same number of steps (README, "What the configs change"). The loss, the cell
+  reached 0.66 mAP@0.5 in the same number of steps (docs/benchmarks.md, development measurements). The loss, the cell
   responsibility and the decoding are the paper's either way; the paper's recipe keeps ``head="fc"``.
 """
 
@@ -130,7 +130,7 @@ class YOLOv1Net(nn.Module):
 
         Args:
             num_classes: Classes including the background (21 for PASCAL VOC); targets' labels are 1..num_classes-1.
-            backbone: "darknet" (the paper's) or a step-1 trunk: one of ``lit_models.nets.backbones.BACKBONES``.
+            backbone: "darknet" (the paper's) or a classifier trunk: one of ``lit_models.nets.backbones.BACKBONES``.
             width_mult: Multiplies the backbone's and the detection convs' widths (size knob for tests and CPUs).
             batch_norm: BatchNorm after every Darknet and detection conv (YOLOv2), or VGG-16 with BN.
             image_size: The fixed square input size (448 in the paper); the fully connected head depends on it.
@@ -141,7 +141,7 @@ class YOLOv1Net(nn.Module):
             head: "fc" (the paper: two fully connected layers map the whole feature map to the grid) or "conv"
                 (a 1x1 convolution predicts each cell from the feature map's cell at the same place; the feature
                 map must then be S x S). See the module docstring for why the second exists.
-            backbone_stride: 32, or 16 for a step-1 trunk cut at conv4_x / conv5_3 (finer cells for small inputs).
+            backbone_stride: 32, or 16 for a classifier trunk cut at conv4_x / conv5_3 (finer cells for small inputs).
             hidden: Width of the first fully connected layer (4096).
             dropout: Dropout after the first fully connected layer (0.5).
             lambda_coord: Weight of the box coordinate errors (5).

@@ -29,6 +29,7 @@ from torchmetrics.text import Perplexity
 
 from lit_models.classification import accuracy_metrics
 from lit_models.nets.sequence import SequenceNet, SequenceOutput, detach_state
+from lit_models.pictures import Sample
 from lit_models.sequence.writer import SequenceWriter
 from lit_models.task import TaskModule
 
@@ -138,24 +139,27 @@ class SequenceModule(TaskModule):
         self.metrics = nn.ModuleDict({f"{s}_metrics": task_metrics(task, self.num_classes, s) for s in STAGES})
         self.monitor, self.monitor_mode = MONITORS[task]
 
+    def check_data(self, datamodule: Any) -> None:
+        super().check_data(datamodule)
+        wanted = (getattr(datamodule, "task", None), getattr(datamodule, "input_size", None))
+        if self.net is not None and wanted[0] is not None and wanted != (self.task, self.input_size):
+            raise ValueError(
+                f"{type(self).__name__} was built for task {self.task!r} with input_size {self.input_size}, but "
+                f"{type(datamodule).__name__} serves task {wanted[0]!r} with input_size {wanted[1]}: make them agree "
+                "(or leave the model's task and input_size out of the config to take the data's)."
+            )
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         data = getattr(self.trainer, "datamodule", None)
-        wanted = (getattr(data, "task", None), getattr(data, "input_size", None))
-        name = type(self).__name__
         if self.net is None:
-            if wanted[0] is None:
+            task, input_size = getattr(data, "task", None), getattr(data, "input_size", None)
+            if task is None:
                 raise ValueError(
-                    f"{name} was built without a task, and the data ({type(data).__name__}) names none: pass "
-                    "--model.init_args.task and input_size, or use a sequence DataModule."
+                    f"{type(self).__name__} was built without a task, and the data ({type(data).__name__}) names "
+                    "none: pass --model.init_args.task and input_size, or use a sequence DataModule."
                 )
-            self.build(*wanted)
-        elif wanted[0] is not None and wanted != (self.task, self.input_size):
-            raise ValueError(
-                f"{name} was built for task {self.task!r} with input_size {self.input_size}, but "
-                f"{type(data).__name__} serves task {wanted[0]!r} with input_size {wanted[1]}: make them agree "
-                "(or leave the model's task and input_size out of the config to take the data's)."
-            )
+            self.build(task, input_size)
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None, state: Any = None) -> SequenceOutput:
         return self.net(inputs, lengths, state)
@@ -210,6 +214,52 @@ class SequenceModule(TaskModule):
             gradient_clip_val, gradient_clip_algorithm = self.gradient_clip_norm, "norm"
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    # ------------------------------------------------------------------------------------------ pictures
+
+    @torch.no_grad()
+    def show(self, batch: dict[str, Any], count: int, prompt_length: int = 40, length: int = 80) -> list[Sample]:
+        """Classification and regression: each sequence's input steps as curves, captioned with the prediction and
+        the truth (classes green when right, red when wrong). Language model: the start of each of the first
+        ``count`` evaluation streams continued by the model, sampled at ``temperature`` from a seed fixed by the
+        prompt, so epochs differ only by the model (training's random numbers are left as they were).
+
+        Args:
+            batch: An evaluation batch.
+            count: Sequences wanted.
+            prompt_length: Language model: tokens of each stream used as the prompt.
+            length: Language model: tokens generated after each prompt (at most ``generate_length``).
+        """
+        inputs, lengths = batch["inputs"][:count], batch.get("lengths")
+        lengths = lengths[:count].tolist() if lengths is not None else [inputs.shape[1]] * len(inputs)
+        names = list(self.class_names or []) or [str(index) for index in range(self.num_classes)]
+        if self.task == "language_model":
+            data = getattr(self._trainer, "datamodule", None)
+            decode = getattr(data, "decode", None) or (lambda ids: "".join(names[i] for i in ids))
+            devices = [self.device] if self.device.type == "cuda" else []
+            shown = []
+            with torch.random.fork_rng(devices=devices):
+                for row, steps in zip(inputs, lengths, strict=True):
+                    prompt = row[: min(steps, prompt_length)][None]  # 1 x P
+                    torch.manual_seed(int(prompt.sum()))  # the same draws for this prompt every epoch
+                    generated = self.generate(prompt, min(length, self.generate_length))
+                    shown.append(Sample(text=decode(generated.tolist()), caption=decode(prompt[0].tolist())))
+            return shown
+        outputs = self.net(inputs, batch["lengths"][:count] if "lengths" in batch else None).outputs
+        target = batch["target"][:count]
+        shown = []
+        for index, steps in enumerate(lengths):
+            series = inputs[index, :steps].float().cpu()  # T x input_size
+            if self.task == "classification":
+                prob, guess = torch.softmax(outputs[index], dim=0).max(dim=0)
+                guess, truth = int(guess), int(target[index])
+                caption = f"{names[guess]} {float(prob):.2f}\ntrue: {names[truth]}"
+                shown.append(Sample(series=series, caption=caption, colour="green" if guess == truth else "red"))
+                continue
+            values = zip(outputs[index].tolist(), target[index].tolist(), strict=True)
+            lines = [f"{names[k]}: {guess:.3g} (true {truth:.3g})" for k, (guess, truth) in enumerate(values)]
+            shown.append(Sample(series=series, caption="\n".join(lines[:3])))
+        return shown
+
     # ------------------------------------------------------------------------------------------ prediction
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
@@ -241,4 +291,3 @@ class SequenceModule(TaskModule):
             output = self.net(token, None, state)
             state, logits = output.state, output.outputs[:, -1]
         return torch.cat(tokens, 1)[0]
-

@@ -1,0 +1,95 @@
+"""The end of ``make demo``: after ``lit-models fit`` and ``lit-models test --ckpt_path best`` of the quickstart, say
+what the test measured, where the run and its checkpoint are, and what to try next.
+
+    python -m lit_models.demo        # reads the newest quickstart runs under ./runs/quickstart
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from lit_models.recipes import RECIPES
+
+NEXT_STEPS = """\
+Try next:
+  lit-models predict --config quickstart --ckpt_path best --data.predict_dir YOUR_DIGITS/
+      labels your own images of digits (any folder, any depth) into predictions.csv in a new run folder
+  lit-models fit --config classification/resnet18_imagenet --data.root YOUR_FOLDER --data.batch_size 32
+      trains on your own classes: YOUR_FOLDER/train/<class>/*.jpg, optional val/ and test/ (docs/classification.md)"""
+
+
+def quickstart_runs() -> Path:
+    """Where the quickstart recipe's logger writes, relative to the working folder."""
+    recipe = yaml.safe_load((RECIPES / "quickstart.yaml").read_text())
+    logger = recipe["trainer"]["logger"]["init_args"]
+    return Path(logger["save_dir"]) / logger["name"]
+
+
+def versions(runs: Path) -> list[Path]:
+    """``version_N`` folders, newest (highest N) first."""
+    found = [p for p in runs.glob("version_*") if p.name.removeprefix("version_").isdigit()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("version_")), reverse=True)
+
+
+def read_test_metrics(run: Path) -> dict[str, float]:
+    """The ``test/*`` values a run's metrics.csv holds (empty for a run that did not test)."""
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: float(value) for row in rows for key, value in row.items() if key.startswith("test/") and value}
+
+
+def best_checkpoint(run: Path) -> Path | None:
+    """The checkpoint that ``--ckpt_path best`` takes from this run: the one its last.ckpt names as best."""
+    last = run / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    # mmap: only the callback states are read, not the weights and optimizer state around them.
+    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+    for key, value in state.items():
+        if key.startswith("ModelCheckpoint") and value.get("monitor") and value.get("best_model_path"):
+            best = run / "checkpoints" / Path(value["best_model_path"]).name
+            return best if best.is_file() else None
+    return None
+
+
+def summary(runs: Path) -> str:
+    """What the newest test of the quickstart measured and where its run is, or why that cannot be said."""
+    all_versions = versions(runs)
+    tested = next((run for run in all_versions if read_test_metrics(run)), None)
+    if tested is None:
+        raise FileNotFoundError(f"no tested quickstart run under {runs}/: run `make demo` in this folder first.")
+    # The fit that the test's `--ckpt_path best` found: the newest before the test with a best checkpoint.
+    older = all_versions[all_versions.index(tested) + 1 :]
+    fitted = next((run for run in older if best_checkpoint(run)), None)
+    metrics = read_test_metrics(tested)
+    lines = ["", "Quickstart done: ResNet-18 on the embedded MNIST digits."]
+    accuracy = [f"{metrics[f'test/acc_top{k}']:.1%} top-{k}" for k in (1, 5) if f"test/acc_top{k}" in metrics]
+    loss = f" (loss {metrics['test/loss']:.3f})" if "test/loss" in metrics else ""
+    lines.append(f"  test accuracy  {', '.join(accuracy)}{loss} on the held-out test digits")
+    if fitted is not None:
+        contents = ["metrics.csv", "config.yaml", *(["pictures/"] if (fitted / "pictures").is_dir() else [])]
+        lines.append(f"  trained run    {fitted}/  ({', '.join(contents)})")
+        lines.append(f"  checkpoint     {best_checkpoint(fitted)}")
+    drawn = sorted(path.name for path in (tested / "pictures").glob("*.png"))
+    pictures = f"  (pictures/: {', '.join(drawn)})" if drawn else ""
+    lines.append(f"  test run       {tested}/{pictures}")
+    return "\n".join([*lines, "", NEXT_STEPS])
+
+
+def main() -> None:
+    try:
+        print(summary(quickstart_runs()))
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

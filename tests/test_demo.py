@@ -1,0 +1,38 @@
+"""The summary that ends `make demo`: the newest test's numbers, the fit it tested, its best checkpoint, what next."""
+
+import subprocess
+import sys
+
+import torch
+
+from lit_models.demo import summary
+
+
+def fake_run(folder, version, metrics=None, best=None):
+    run = folder / f"version_{version}"
+    (run / "checkpoints").mkdir(parents=True)
+    if metrics:
+        (run / "metrics.csv").write_text("epoch,step," + ",".join(metrics) + "\n0,10," + ",".join(metrics.values()))
+    if best:
+        (run / "checkpoints" / best).write_bytes(b"")
+        state = {"ModelCheckpoint{'monitor': 'val/acc_top1'}": {"monitor": "val/acc_top1", "best_model_path": best}}
+        torch.save({"callbacks": state}, run / "checkpoints" / "last.ckpt")
+    return run
+
+
+def test_summary_names_the_tested_fit_and_its_best_checkpoint(tmp_path):
+    runs = tmp_path / "runs" / "quickstart"
+    fake_run(runs, 0, best="best-epoch=1-step=2.ckpt")  # an older fit
+    fake_run(runs, 1, best="best-epoch=13-step=728.ckpt")  # the fit the test took its best from
+    fake_run(runs, 2, metrics={"test/acc_top1": "0.987", "test/acc_top5": "1.0", "test/loss": "0.0412"})
+    fake_run(runs, 3, best="best-epoch=0-step=56.ckpt")  # a fit after the test, not what it measured
+    text = summary(runs)
+    assert "98.7% top-1, 100.0% top-5 (loss 0.041)" in text
+    assert f"checkpoint     {runs / 'version_1' / 'checkpoints' / 'best-epoch=13-step=728.ckpt'}" in text
+    assert f"test run       {runs / 'version_2'}/" in text
+    assert "lit-models predict --config quickstart --ckpt_path best --data.predict_dir" in text
+
+
+def test_without_a_tested_run_it_says_what_to_do(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lit_models.demo"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "run `make demo`" in result.stderr

@@ -1,0 +1,194 @@
+"""Training shown as pictures: every family's samples in TensorBoard and as PNG files, the loss curves, the test
+confusion matrix, the predict grid, and the CLI's --plots switch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import run_cli, tiny_quickstart
+from PIL import Image
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_models import (
+    FCN,
+    GRU,
+    ArrayDataModule,
+    DetectionDataModule,
+    ImageFolderDataModule,
+    ResNet,
+    SegmentationDataModule,
+    TextDataModule,
+    YOLOv1,
+)
+from lit_models.callbacks import PredictionCSVWriter
+from lit_models.datamodules.sources.shapes import export_shapes
+from lit_models.pictures import Sample, TrainingPictures, curves_picture, sample_grid
+
+TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want " * 8
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def shapes_tree(tmp_path_factory) -> Path:
+    """VOC-layout scenes of 64 px with masks and boxes: 4 train, 3 val, 3 test."""
+    return export_shapes(tmp_path_factory.mktemp("pictures") / "VOC", num_train=4, num_val=3, num_test=3, size=64)
+
+
+def classifier(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    data = ImageFolderDataModule(str(root), image_size=16, batch_size=8, num_workers=0)
+    return ResNet(num_classes=3, depth=18, small_input=True, width_mult=0.125), data
+
+
+def segmenter(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    data = SegmentationDataModule(str(root), crop_size=32, base_size=40, batch_size=3, num_workers=0)
+    return FCN(num_classes=data.num_classes, variant="32s", width_mult=0.125, hidden=16, batch_norm=True), data
+
+
+def detector(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    data = DetectionDataModule(str(root), image_size=64, batch_size=3, num_workers=0)
+    model = YOLOv1(num_classes=data.num_classes, image_size=64, grid_size=4, width_mult=0.125, backbone="resnet18")
+    return model, data
+
+
+def language_model(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    (root / "book.txt").write_text(TEXT, encoding="utf-8")
+    data = TextDataModule(str(root / "book.txt"), seq_len=16, batch_size=2, splits=(0.8, 0.1))
+    return GRU(num_classes=data.num_classes, hidden_size=8, embedding_dim=4), data
+
+
+def sequence_classifier(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    rng = np.random.default_rng(0)
+    labels = np.arange(24) % 2
+    x = rng.normal(labels[:, None, None] * 2.0 - 1.0, 0.5, (24, 9, 1)).astype(np.float32)
+    np.savez(root / "signs.npz", x=x, y=labels)
+    data = ArrayDataModule(str(root / "signs.npz"), batch_size=8)
+    return GRU(num_classes=data.num_classes, hidden_size=8), data
+
+
+FAMILIES = {  # the model and data of each, and the fixture its data reads (or writes its file into)
+    "classification": (classifier, "image_tree"),
+    "segmentation": (segmenter, "shapes_tree"),
+    "detection": (detector, "shapes_tree"),
+    "language_model": (language_model, "tmp_path"),
+    "sequence_classification": (sequence_classifier, "tmp_path"),
+}
+
+
+def build(family: str, request: pytest.FixtureRequest) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    torch.manual_seed(0)
+    make, root = FAMILIES[family]
+    return make(request.getfixturevalue(root))
+
+
+def fit(model, data, logger, tmp_path: Path, samples: int = 3) -> pl.Trainer:
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=logger, callbacks=[TrainingPictures(samples)],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, data)
+    return trainer
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_family_shows_samples_in_tensorboard(family, request, tmp_path):
+    model, data = build(family, request)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    fit(model, data, logger, tmp_path)
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    pictures = Path(logger.log_dir) / "pictures"
+    if family == "language_model":  # generated text: TensorBoard's text tab and a file
+        assert "val/samples/text_summary" in events.Tags()["tensors"]
+        text = (pictures / "val_samples_epoch0.txt").read_text()
+        assert text.count("=== prompt: ") == 3  # the 2 streams of the first batch, then 1 of the second
+        return
+    assert "val/samples" in events.Tags()["images"]
+    shown = events.Images("val/samples")
+    assert len(shown) == 1 and shown[0].width > 100 and shown[0].height > 100
+    # The logger took the samples, so no PNG copies; the curves are read back from the event files.
+    assert sorted(p.name for p in pictures.iterdir()) == ["curves.png"]
+
+
+@pytest.mark.parametrize("family", ["segmentation", "detection", "sequence_classification"])
+def test_without_an_image_logger_samples_and_curves_are_png_files(family, request, tmp_path):
+    model, data = build(family, request)
+    logger = CSVLogger(str(tmp_path), name="csv")
+    fit(model, data, logger, tmp_path, samples=4)
+    pictures = Path(logger.log_dir) / "pictures"
+    assert sorted(p.name for p in pictures.iterdir()) == ["curves.png", "val_samples_epoch0.png"]
+    shown = np.array(Image.open(pictures / "val_samples_epoch0.png"))
+    assert shown.ndim == 3 and shown.shape[2] == 3 and shown.std() > 10  # drawn, not blank
+
+
+def test_classification_fit_curves_learning_rate_and_test_confusion_matrix(request, tmp_path):
+    model, data = build("classification", request)
+    logger = CSVLogger(str(tmp_path), name="csv")
+    trainer = fit(model, data, logger, tmp_path)
+    pictures = Path(logger.log_dir) / "pictures"
+    assert (pictures / "val_samples_epoch0.png").exists() and (pictures / "curves.png").exists()
+    with open(Path(logger.log_dir) / "metrics.csv") as handle:
+        assert "lr-SGD" in next(csv.reader(handle))  # no scheduler: Lightning's name for the optimizer's rate
+    trainer.test(model, data, verbose=False)
+    matrix = Image.open(pictures / "test_confusion_matrix.png")
+    assert matrix.size == (505, 505)  # 4 + 0.35 inch per class, at 100 dpi
+    assert (pictures / "test_samples.png").exists()
+
+
+def test_curves_read_the_monitor_and_skip_what_was_not_logged():
+    scalars = {"train/loss_step": [(0, 2.0), (1, 1.5)], "val/acc_top1": [(1, 0.4)], "train/lr": [(0, 0.1)]}
+    picture = curves_picture(scalars, "val/acc_top1")
+    assert picture.shape == (340, 3 * 450, 3)  # loss, the headline metric, the learning rate
+    assert curves_picture({}, "val/acc_top1") is None
+    assert curves_picture({"val/map_50": [(1, 0.1)]}, "val/map_50").shape == (340, 450, 3)
+
+
+def test_grid_places_wide_samples_in_fewer_columns():
+    square = [Sample(image=torch.zeros(3, 20, 20, dtype=torch.uint8), caption="a")] * 8
+    wide = [Sample(image=torch.zeros(3, 20, 44, dtype=torch.uint8), caption="a")] * 8
+    assert sample_grid(square).shape[1] > sample_grid(square, columns=2).shape[1]
+    assert sample_grid(wide).shape[0] > sample_grid(square).shape[0]  # 2 per row: 4 rows instead of 2
+
+
+def test_cli_plots_switch_ddp_test_with_tensorboard_and_predict_grid(image_tree, tmp_path):
+    tiny = [*tiny_quickstart(image_tree), "--trainer.max_epochs", "1"]
+    runs = tmp_path / "runs" / "quickstart"
+    run_cli("fit", *tiny, "--plots", "false", cwd=tmp_path)
+    assert not (runs / "version_0" / "pictures").exists()
+    with open(runs / "version_0" / "metrics.csv") as handle:
+        assert "train/lr" in next(csv.reader(handle))  # the recipe's scheduler names it
+
+    # Two processes: rank 0 draws its shard's samples; the confusion matrix is gathered from both ranks.
+    overlays = ["--trainer", "ddp_cpu", "--trainer", "tensorboard"]
+    run_cli("test", *tiny, *overlays, "--ckpt_path", "last", cwd=tmp_path)
+    events = EventAccumulator(str(runs / "version_1"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"test/samples", "test/confusion_matrix"} <= set(events.Tags()["images"])
+    assert Image.open(runs / "version_1" / "pictures" / "test_confusion_matrix.png").size == (505, 505)
+
+    run_cli("predict", *tiny, "--ckpt_path", "last", cwd=tmp_path)
+    grid = Image.open(runs / "version_2" / "predictions.png")
+    assert grid.size[0] >= 1000  # 8 columns of thumbnails: the 9 test images in 2 rows
+
+
+@pytest.mark.parametrize("grid", [0, 2])
+def test_prediction_grid_caps_its_images_and_zero_draws_none(grid, image_tree, tmp_path):
+    writer = PredictionCSVWriter(output=str(tmp_path / "out.csv"), grid=grid)
+    writer.path = tmp_path / "out.csv"
+    files = sorted(str(p) for p in (image_tree / "test").rglob("*.png"))
+    batch = {"path": files, "indices": torch.zeros(len(files), 1, dtype=torch.long), "probs": torch.ones(len(files), 1)}
+    run = SimpleNamespace(world_size=1, global_rank=0)
+    writer.write_on_epoch_end(run, SimpleNamespace(class_names=["circle", "square", "stripes"]), [batch], [])
+    assert (tmp_path / "out.csv").exists()
+    if grid == 0:  # what --plots false sets
+        assert not (tmp_path / "out.png").exists()
+    else:  # the first 2 images only: one row of 2 thumbnails
+        assert Image.open(tmp_path / "out.png").size[0] < 400
