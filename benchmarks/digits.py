@@ -1,6 +1,7 @@
 """Train the quickstart and every <arch>_digits config on the embedded MNIST digits; print a markdown table.
 
     python benchmarks/digits.py [--only quickstart resnet18_digits] [--threads 2]
+    python benchmarks/digits.py --only quickstart --seeds 0 1 2 3 4    # the range over seeds, no SVM
 
 Each config runs `lit-models fit` then `lit-models test --ckpt_path best` in fresh processes, one at a time
 (two trainings sharing 2 cores slow each other several-fold). Wall time is the fit process's, start to end,
@@ -26,8 +27,8 @@ from PIL import Image
 CONFIGS = [REPO / "configs" / "quickstart.yaml", *sorted((REPO / "configs" / "classification").glob("*_digits.yaml"))]
 
 
-def run(config: Path, save_dir: Path) -> dict:
-    fit_seconds, fit_run, test_run = fit_and_test(config, save_dir)
+def run(config: Path, save_dir: Path, *extra: str) -> dict:
+    fit_seconds, fit_run, test_run = fit_and_test(config, save_dir, *extra)
     about = describe_checkpoint(fit_run)
     return {
         "config": config.stem,
@@ -68,9 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", help="config names (stems) to run; default all")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per training process")
+    parser.add_argument("--seeds", type=int, nargs="*", help="train each config once per seed; print the range")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     configs = [c for c in CONFIGS if not args.only or c.stem in args.only]
+    if args.seeds:
+        seed_ranges(configs, args.seeds)
+        return
     rows = [svm_baseline()]
     with tempfile.TemporaryDirectory() as tmp:
         for config in configs:
@@ -85,6 +90,24 @@ def main() -> None:
         ratio = (1 - row["top1"]) / (1 - svm["top1"])
         print(f"| {row['config']} | {row['model']} | {row['params']:,} | {row['epochs']} | {row['fit_s']:.0f} | "
               f"{100 * row['top1']:.1f} % | {100 * row['top5']:.1f} % | {ratio:.2f}× |")  # fmt: skip
+
+
+def seed_ranges(configs: list[Path], seeds: list[int]) -> None:
+    """Each config trained and tested once per seed (a fresh folder each): the range a user may see."""
+    print(f"\nEmbedded MNIST digits, seeds {seeds}, {os.cpu_count()} CPU cores, torch {torch.__version__}\n")
+    print("| config | test top-1 per seed | worst | mean | fit wall time (s) |")
+    print("|---|---|---:|---:|---:|")
+    for config in configs:
+        rows = []
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(run(config, Path(tmp), "--seed_everything", str(seed)))
+            done = f"done {config.stem} seed {seed}: {rows[-1]['top1']:.4f} in {rows[-1]['fit_s']:.0f} s"
+            print(done, file=sys.stderr)
+        top1 = [100 * row["top1"] for row in rows]
+        fit = [row["fit_s"] for row in rows]
+        print(f"| {config.stem} | {' / '.join(f'{a:.1f}' for a in top1)} % | {min(top1):.1f} % | "
+              f"{sum(top1) / len(top1):.2f} % | {min(fit):.0f}–{max(fit):.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

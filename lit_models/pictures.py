@@ -235,8 +235,8 @@ def curves_picture(scalars: dict[str, list[tuple[int, float]]], monitor: str | N
 class TrainingPictures(Callback):
     """Show what the model does while it trains, for every family.
 
-    * Each validation epoch (and once in test): the first ``samples`` samples of the first evaluation batch(es),
-      the same ones every epoch, drawn by the module's ``show(batch, count)`` with prediction and truth (classes
+    * Each validation epoch (and once in test): ``samples`` samples spread over the evaluation split (the first
+      few of evenly spaced batches, so a split sorted by class shows several classes), the same ones every epoch, drawn by the module's ``show(batch, count)`` with prediction and truth (classes
       in green or red, masks or boxes over the image, a sequence's steps, or text generated from a prompt).
       TensorBoard receives them as the image ``val/samples`` (or ``test/samples``); with other loggers they are
       written to ``<run folder>/pictures/val_samples_epoch<N>.png`` (``test_samples.png``). Generated text goes
@@ -284,10 +284,22 @@ class TrainingPictures(Callback):
 
     # ------------------------------------------------------------------------------------------ samples
 
-    def collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, dataloader_idx: int) -> None:
+    def collect(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> None:
         wanted = self.samples - len(self.shown)
         if trainer.sanity_checking or not trainer.is_global_zero or dataloader_idx != 0 or wanted <= 0:
             return
+        batches = trainer.num_test_batches if trainer.testing else trainer.num_val_batches
+        total = batches[0] if batches else float("inf")
+        if math.isfinite(total) and total > 1:
+            # Evenly spaced batches, an equal share of samples from each; the last batch takes what is left.
+            used = min(self.samples, int(total))
+            chosen = {round(i * (total - 1) / max(used - 1, 1)) for i in range(used)}
+            if batch_idx not in chosen:
+                return
+            if batch_idx != max(chosen):
+                wanted = min(wanted, math.ceil(self.samples / len(chosen)))
         show = getattr(pl_module, "show", None)
         if show is not None:
             self.shown += list(show(batch, wanted))[:wanted]
@@ -325,7 +337,7 @@ class TrainingPictures(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.collect(trainer, pl_module, batch, dataloader_idx)
+        self.collect(trainer, pl_module, batch, batch_idx, dataloader_idx)
 
     # Test draws the same samples as validation does.
     on_test_epoch_start = on_validation_epoch_start

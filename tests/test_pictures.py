@@ -192,3 +192,22 @@ def test_prediction_grid_caps_its_images_and_zero_draws_none(grid, image_tree, t
         assert not (tmp_path / "out.png").exists()
     else:  # the first 2 images only: one row of 2 thumbnails
         assert Image.open(tmp_path / "out.png").size[0] < 400
+
+
+def test_samples_are_spread_over_the_split():
+    """A split sorted by class shows several classes: the first samples of evenly spaced batches."""
+
+    class Shower:
+        def show(self, batch, count):
+            return [Sample(image=None, caption=f"{batch}.{index}") for index in range(count)]
+
+    callback = TrainingPictures(samples=5)
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, testing=False, num_val_batches=[10])
+    for batch_idx in range(10):
+        callback.collect(trainer, Shower(), batch_idx, batch_idx, 0)
+    assert [sample.caption for sample in callback.shown] == ["0.0", "2.0", "4.0", "7.0", "9.0"]
+    callback.shown = []
+    trainer.num_val_batches = [2]  # fewer batches than samples: 3 from the first, the rest from the last
+    for batch_idx in range(2):
+        callback.collect(trainer, Shower(), batch_idx, batch_idx, 0)
+    assert [sample.caption for sample in callback.shown] == ["0.0", "0.1", "0.2", "1.0", "1.1"]
