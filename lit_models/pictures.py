@@ -236,8 +236,9 @@ class TrainingPictures(Callback):
     """Show what the model does while it trains, for every family.
 
     * Each validation epoch (and once in test): ``samples`` samples spread over the evaluation split (the first
-      few of evenly spaced batches, so a split sorted by class shows several classes), the same ones every epoch, drawn by the module's ``show(batch, count)`` with prediction and truth (classes
-      in green or red, masks or boxes over the image, a sequence's steps, or text generated from a prompt).
+      few of evenly spaced batches, so a split sorted by class shows several classes), the same ones every epoch,
+      drawn by the module's ``show(batch, count)`` with prediction and truth (classes in green or red, masks or
+      boxes over the image, a sequence's steps, or text generated from a prompt).
       TensorBoard receives them as the image ``val/samples`` (or ``test/samples``); with other loggers they are
       written to ``<run folder>/pictures/val_samples_epoch<N>.png`` (``test_samples.png``). Generated text goes
       to TensorBoard's text tab and always to ``<run folder>/pictures/val_samples_epoch<N>.txt``.
