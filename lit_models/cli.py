@@ -388,7 +388,10 @@ def version_line() -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["recipes"]:
-        print(describe_recipes())
+        try:
+            print(describe_recipes(), flush=True)
+        except BrokenPipeError:  # `lit-models recipes | head`: the reader has what it wanted
+            sys.stdout = None  # nothing left to flush at exit
         return
     show_package_logs()
     quiet_libraries()
