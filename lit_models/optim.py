@@ -14,6 +14,7 @@ def build_optimizers(
     optimizer: Callable[..., torch.optim.Optimizer] | None,
     lr_scheduler: Callable[..., Any] | None,
     plateau_monitor: str = "val/loss",
+    plateau_mode: str = "min",
     bias_lr_mult: float = 1.0,
     bias_weight_decay: bool = True,
 ) -> Any:
@@ -23,7 +24,9 @@ def build_optimizers(
     lr 0.01 and momentum 0.9: a safe generic start; every paper recipe is spelled out in configs/.
     ``bias_lr_mult`` / ``bias_weight_decay`` put the biases in a second parameter group with that multiple of the
     learning rate and optionally no weight decay: the Caffe-era rule (``lr_mult: 2, decay_mult: 0`` on biases)
-    of the FCN and R-CNN reference solvers.
+    of the FCN and R-CNN reference solvers. A ``ReduceLROnPlateau`` watches ``plateau_monitor`` (the family's
+    headline metric, improving in ``plateau_mode``) unless it names its own monitor (Lightning's
+    ``cli.ReduceLROnPlateau``).
     """
     named = [(name, p) for name, p in parameters if p.requires_grad]
     params: list[Any] = [p for _, p in named]
@@ -46,8 +49,14 @@ def build_optimizers(
     # The name LearningRateMonitor logs it under ("train/lr", "train/lr/pg2" for a second parameter group).
     config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch", "name": "train/lr"}
     if isinstance(scheduler, ReduceLROnPlateau):
-        # Lightning's cli.ReduceLROnPlateau carries the metric it watches.
+        # Lightning's cli.ReduceLROnPlateau carries the metric it watches; torch's watches the family's headline.
         config["monitor"] = getattr(scheduler, "monitor", None) or plateau_monitor
+        if config["monitor"] == plateau_monitor and scheduler.mode != plateau_mode:
+            raise ValueError(
+                f"ReduceLROnPlateau watches {plateau_monitor}, which improves when it goes "
+                f"{'down' if plateau_mode == 'min' else 'up'}, but its mode is {scheduler.mode!r}: set "
+                f"--model.lr_scheduler.init_args.mode {plateau_mode}."
+            )
     return {"optimizer": opt, "lr_scheduler": config}
 
 

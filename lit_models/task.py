@@ -75,11 +75,18 @@ class TaskModule(pl.LightningModule):
             raise ClassNamesMismatchError(describe_difference(list(saved), self.class_names))
         self.class_names = list(saved)
 
+    @property
+    def monitor_goal(self) -> str:
+        """How ``monitor`` improves: "min" or "max"."""
+        return self.monitor_mode or ("min" if self.monitor.endswith("loss") else "max")
+
     def configure_optimizers(self) -> Any:
         return build_optimizers(
             self.named_parameters(),
             self.optimizer_factory,
             self.lr_scheduler_factory,
+            plateau_monitor=self.monitor,
+            plateau_mode=self.monitor_goal,
             bias_lr_mult=self.bias_lr_mult,
             bias_weight_decay=self.bias_weight_decay,
         )
@@ -119,9 +126,8 @@ class TaskModule(pl.LightningModule):
         default = ModelCheckpoint()
         if len(checkpoints) != 1 or checkpoints[0].dirpath or checkpoints[0].state_key != default.state_key:
             return monitors
-        mode = self.monitor_mode or ("min" if self.monitor.endswith("loss") else "max")
         # The monitored one first: Lightning's in-process ckpt_path="best" reads the first callback.
-        best = ModelCheckpoint(monitor=self.monitor, mode=mode, filename="best-{epoch}-{step}")
+        best = ModelCheckpoint(monitor=self.monitor, mode=self.monitor_goal, filename="best-{epoch}-{step}")
         return [best, ModelCheckpoint(filename="last", save_top_k=1), *monitors]
 
     def show(self, batch: Any, count: int) -> list[Sample]:

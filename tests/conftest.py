@@ -82,6 +82,14 @@ def rank_zero(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(rank_zero_only, "rank", 0, raising=False)
 
 
+@pytest.fixture(scope="module")
+def shapes_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """VOC-layout scenes of 64 px with masks and boxes: 4 train, 3 val, 3 test."""
+    from lit_models.datamodules.sources.shapes import export_shapes
+
+    return export_shapes(tmp_path_factory.mktemp("scenes") / "VOC", num_train=4, num_val=3, num_test=3, size=64)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Embedded data goes to one per-session cache, never to the user's ~/.cache."""

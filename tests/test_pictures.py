@@ -12,81 +12,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import run_cli, tiny_quickstart
+from families import FAMILIES, build
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_models import (
-    FCN,
-    GRU,
-    ArrayDataModule,
-    DetectionDataModule,
-    ImageFolderDataModule,
-    ResNet,
-    SegmentationDataModule,
-    TextDataModule,
-    YOLOv1,
-)
 from lit_models.callbacks import PredictionCSVWriter
-from lit_models.datamodules.sources.shapes import export_shapes
 from lit_models.pictures import Sample, TrainingPictures, curves_picture, sample_grid
 
-TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want " * 8
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def shapes_tree(tmp_path_factory) -> Path:
-    """VOC-layout scenes of 64 px with masks and boxes: 4 train, 3 val, 3 test."""
-    return export_shapes(tmp_path_factory.mktemp("pictures") / "VOC", num_train=4, num_val=3, num_test=3, size=64)
-
-
-def classifier(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    data = ImageFolderDataModule(str(root), image_size=16, batch_size=8, num_workers=0)
-    return ResNet(num_classes=3, depth=18, small_input=True, width_mult=0.125), data
-
-
-def segmenter(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    data = SegmentationDataModule(str(root), crop_size=32, base_size=40, batch_size=3, num_workers=0)
-    return FCN(num_classes=data.num_classes, variant="32s", width_mult=0.125, hidden=16, batch_norm=True), data
-
-
-def detector(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    data = DetectionDataModule(str(root), image_size=64, batch_size=3, num_workers=0)
-    model = YOLOv1(num_classes=data.num_classes, image_size=64, grid_size=4, width_mult=0.125, backbone="resnet18")
-    return model, data
-
-
-def language_model(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    (root / "book.txt").write_text(TEXT, encoding="utf-8")
-    data = TextDataModule(str(root / "book.txt"), seq_len=16, batch_size=2, splits=(0.8, 0.1))
-    return GRU(num_classes=data.num_classes, hidden_size=8, embedding_dim=4), data
-
-
-def sequence_classifier(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    rng = np.random.default_rng(0)
-    labels = np.arange(24) % 2
-    x = rng.normal(labels[:, None, None] * 2.0 - 1.0, 0.5, (24, 9, 1)).astype(np.float32)
-    np.savez(root / "signs.npz", x=x, y=labels)
-    data = ArrayDataModule(str(root / "signs.npz"), batch_size=8)
-    return GRU(num_classes=data.num_classes, hidden_size=8), data
-
-
-FAMILIES = {  # the model and data of each, and the fixture its data reads (or writes its file into)
-    "classification": (classifier, "image_tree"),
-    "segmentation": (segmenter, "shapes_tree"),
-    "detection": (detector, "shapes_tree"),
-    "language_model": (language_model, "tmp_path"),
-    "sequence_classification": (sequence_classifier, "tmp_path"),
-}
-
-
-def build(family: str, request: pytest.FixtureRequest) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    torch.manual_seed(0)
-    make, root = FAMILIES[family]
-    return make(request.getfixturevalue(root))
 
 
 def fit(model, data, logger, tmp_path: Path, samples: int = 3) -> pl.Trainer:
