@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import REPO, run_cli
 
@@ -181,3 +182,17 @@ def test_staged_training_under_ddp_needs_unused_parameters_found(shapes_tree, tm
     run_cli("fit", *args, "--trainer.strategy", "ddp_find_unused_parameters_true", cwd=tmp_path)
     checkpoint = tmp_path / "runs" / "sppnet_shapes" / "version_1" / "checkpoints" / "last.ckpt"
     assert bool(torch.load(checkpoint, weights_only=True)["state_dict"]["net.svm_trained"])  # both stages ran
+
+
+def test_the_truncated_head_is_restored_when_test_raises(shapes_tree, tmp_path, monkeypatch):
+    model = FastRCNN(num_classes=4, backbone="resnet18", width_mult=0.125, representation_size=32, svd_ranks=(8, 8),
+                     min_size=64, max_size=64)  # fmt: skip
+    def fails_once_truncated(*args, **kwargs):
+        assert model.net._truncated_head, "test detects with the truncated head"
+        raise RuntimeError("a bad batch")
+
+    monkeypatch.setattr(model.net, "predict", fails_once_truncated)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="a bad batch"):
+        trainer.test(model, data(shapes_tree, proposal_dir=str(tmp_path / "cache")))
+    assert model.net._truncated_head == ()  # fc6/fc7 again, for whatever runs next

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lit_models.detection.base import Detector
@@ -114,14 +116,22 @@ class FastRCNN(Detector):
         self.bias_lr_mult = bias_lr_mult
         self.bias_weight_decay = bias_weight_decay
 
+    # Test and predict detect with the truncated head; at their end, or when they raise, fc6/fc7 are back.
     def on_test_start(self) -> None:
-        self.net.truncate_head(self.svd_ranks)
-
-    def on_predict_start(self) -> None:
         self.net.truncate_head(self.svd_ranks)
 
     def on_test_end(self) -> None:
         self.net.truncate_head(None)
 
-    def on_predict_end(self) -> None:
-        self.net.truncate_head(None)
+    on_predict_start = on_test_start
+    on_predict_end = on_test_end
+
+    def configure_callbacks(self) -> list:
+        return [*super().configure_callbacks(), FullHeadAfterErrors()]
+
+
+class FullHeadAfterErrors(Callback):
+    """Restores Fast R-CNN's fc6/fc7 when a run stops with an exception (``on_test_end`` is then never called)."""
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        pl_module.net.truncate_head(None)
