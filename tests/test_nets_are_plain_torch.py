@@ -32,3 +32,15 @@ def test_importing_every_net_loads_no_lightning():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_static_exports_are_the_lazy_ones():
+    """Editors and type checkers read the TYPE_CHECKING imports; the package serves _EXPORTS: the same names, from
+    the same modules, and each resolves."""
+    import lit_models
+
+    source = Path(lit_models.__file__).read_text()
+    block = next(node for node in ast.parse(source).body if isinstance(node, ast.If))  # if TYPE_CHECKING:
+    static = {alias.name: node.module for node in block.body for alias in node.names}
+    assert static == lit_models._EXPORTS
+    assert all(getattr(lit_models, name).__name__ == name for name in lit_models.__all__)
