@@ -145,18 +145,3 @@ def test_densenet_and_vgg_take_torchvision_weight_files(tmp_path):
         model = cls(num_classes=5, weights=str(path), **kwargs)
         first = next(iter(reference.state_dict()))
         torch.testing.assert_close(model.net.state_dict()[first], reference.state_dict()[first])
-
-
-def test_default_checkpointing_keeps_the_best_by_accuracy_but_user_callbacks_stay(tmp_path):
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    model = ResNet(num_classes=3, depth=18, width_mult=0.125, small_input=True)
-    model.trainer = pl.Trainer(default_root_dir=tmp_path, logger=False)
-    best, last = model.configure_callbacks()
-    assert best.monitor == "val/acc_top1" and best.mode == "max"
-    assert last.monitor is None and last.filename == "last"  # rewritten every epoch, for resuming
-    periodic = ModelCheckpoint(every_n_train_steps=100)
-    model.trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[periodic])
-    assert model.configure_callbacks() == []
-    model.trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False)
-    assert model.configure_callbacks() == []

@@ -187,6 +187,7 @@ def test_staged_training_under_ddp_needs_unused_parameters_found(shapes_tree, tm
 def test_the_truncated_head_is_restored_when_test_raises(shapes_tree, tmp_path, monkeypatch):
     model = FastRCNN(num_classes=4, backbone="resnet18", width_mult=0.125, representation_size=32, svd_ranks=(8, 8),
                      min_size=64, max_size=64)  # fmt: skip
+
     def fails_once_truncated(*args, **kwargs):
         assert model.net._truncated_head, "test detects with the truncated head"
         raise RuntimeError("a bad batch")
