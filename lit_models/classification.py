@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_models.callbacks import PredictionCSVWriter
+from lit_models.metrics import accuracy_metrics
 from lit_models.nets.alexnet import AlexNet as AlexNetNet
 from lit_models.nets.densenet import DenseNet as DenseNetNet
 from lit_models.nets.googlenet import GoogLeNet as GoogLeNetNet
@@ -29,15 +30,6 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor]:
     if isinstance(batch, Mapping):
         return batch["image"], batch["label"]
     return batch[0], batch[1]
-
-
-def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    # Micro averaging: the fraction of images classified right, which is what papers report as top-1/top-5
-    # (torchmetrics defaults to macro).
-    metrics = {"acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
-    if num_classes >= 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics, prefix=prefix)
 
 
 class ImageClassifier(TaskModule):

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassJaccardIndex
 
 from lit_models.callbacks import CLASS_COLOURS, SegmentationWriter
+from lit_models.metrics import segmentation_metrics
 from lit_models.nets.fcn import FCN as FCNNet
 from lit_models.nets.fcn import Backbone
 from lit_models.nets.resnet import ResNet as ResNetNet
@@ -29,19 +30,6 @@ def split_segmentation_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     if isinstance(batch, Mapping):
         return batch["image"], batch.get("mask")
     return batch[0], batch[1] if len(batch) > 1 else None
-
-
-def segmentation_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    # Both accumulate over the whole split (a confusion matrix), as VOC's evaluation does: mIoU is the mean over
-    # classes of dataset-level IoU, not a mean of per-image scores. Classes absent from both the masks and the
-    # predictions are left out of the mean.
-    return MetricCollection(
-        {
-            "miou": MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX),
-            "pixel_acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX),
-        },
-        prefix=prefix,
-    )
 
 
 class Segmenter(TaskModule):
@@ -77,8 +65,8 @@ class Segmenter(TaskModule):
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         super().__init__(net, num_classes, optimizer, lr_scheduler)
-        self.val_metrics = segmentation_metrics(num_classes, "val/")
-        self.test_metrics = segmentation_metrics(num_classes, "test/")
+        self.val_metrics = segmentation_metrics(num_classes, "val/", IGNORE_INDEX)
+        self.test_metrics = segmentation_metrics(num_classes, "test/", IGNORE_INDEX)
         # NaN for a class absent from both masks and predictions: "not measured", rather than an IoU of 0.
         self.test_class_iou = MulticlassJaccardIndex(
             num_classes, average="none", ignore_index=IGNORE_INDEX, zero_division=float("nan")

@@ -15,7 +15,7 @@ from torchvision.ops import FrozenBatchNorm2d, roi_pool
 
 from lit_models.callbacks import DetectionWriter
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
-from lit_models.detection.base import evaluation_targets, mean_average_precision
+from lit_models.metrics import evaluation_targets, mean_average_precision
 from lit_models.nets.faster_rcnn import FasterRCNNNet, RoIMaxPool, freeze_first_convs
 from lit_models.nets.vgg import VGG
 

@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.utils import draw_bounding_boxes
 
 from lit_models.callbacks import CLASS_COLOURS, DetectionWriter
+from lit_models.metrics import evaluation_targets, gather_images, mean_average_precision
 from lit_models.pictures import Sample, displayable, image_statistics, side_by_side
 from lit_models.task import TaskModule
 
@@ -28,37 +28,6 @@ def split_detection_batch(batch: Any) -> tuple[Tensor | list[Tensor], list[dict]
     if isinstance(batch, Mapping):
         return batch["image"], batch.get("target")
     return batch[0], batch[1] if len(batch) > 1 else None
-
-
-def evaluation_targets(targets: list[dict]) -> list[dict[str, Tensor]]:
-    """Ground truth for mAP: VOC's ``difficult`` objects are ignored like COCO's crowds (neither hit nor miss)."""
-    evaluated = []
-    for target in targets:
-        ignored = target["iscrowd"].bool() if "iscrowd" in target else torch.zeros_like(target["labels"], dtype=bool)
-        if "difficult" in target:
-            ignored = ignored | target["difficult"].bool()
-        evaluated.append({"boxes": target["boxes"], "labels": target["labels"], "iscrowd": ignored.long()})
-    return evaluated
-
-
-def mean_average_precision(**options: Any) -> MeanAveragePrecision:
-    # faster_coco_eval: pycocotools' algorithm in C++, and correct for non-default max_detection_thresholds.
-    # torchmetrics' own DDP sync gathers its per-image lists element by element, which needs the same number of
-    # images on every rank; our evaluation shards are uneven (no image counted twice), so gather_images does it.
-    return MeanAveragePrecision(
-        box_format="xyxy", iou_type="bbox", backend="faster_coco_eval", sync_on_compute=False, **options
-    )
-
-
-def gather_images(metric: MeanAveragePrecision) -> None:
-    """Give every rank the per-image detections and truth of all ranks (any number of images per rank)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    for name in metric._defaults:  # the per-image list states: boxes, scores, labels, crowds, areas
-        local = [tensor.cpu() for tensor in getattr(metric, name)]
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local)
-        setattr(metric, name, [tensor.to(metric.device) for part in gathered for tensor in part])
 
 
 class Detector(TaskModule):

@@ -24,10 +24,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanSquaredError, MetricCollection
-from torchmetrics.text import Perplexity
 
-from lit_models.classification import accuracy_metrics
+from lit_models.metrics import sequence_metrics
 from lit_models.nets.sequence import SequenceNet, SequenceOutput, detach_state
 from lit_models.pictures import Sample
 from lit_models.sequence.writer import SequenceWriter
@@ -42,25 +40,6 @@ MONITORS = {  # the headline validation metric of each task, and whether lower i
     "language_model": ("val/bits_per_token", "min"),
     "regression": ("val/mse", "min"),
 }
-
-
-class BitsPerToken(Perplexity):
-    """log2 of the perplexity: the mean cross-entropy in bits, per character for a character-level model."""
-
-    def compute(self) -> Tensor:
-        return torch.log2(super().compute())
-
-
-def task_metrics(task: str, num_classes: int, stage: str) -> MetricCollection:
-    prefix = f"{stage}/"
-    if task == "classification":
-        return accuracy_metrics(num_classes, prefix)
-    if task == "language_model":
-        return MetricCollection(
-            {"perplexity": Perplexity(ignore_index=IGNORE), "bits_per_token": BitsPerToken(ignore_index=IGNORE)},
-            prefix=prefix,
-        )
-    return MetricCollection({"mse": MeanSquaredError()}, prefix=prefix)
 
 
 def padded_targets(target: Tensor, lengths: Tensor | None) -> Tensor:
@@ -136,7 +115,9 @@ class SequenceModule(TaskModule):
                 hparams.update(task=task, input_size=input_size)
         self.net = self.build_net(task, input_size)
         # One collection per stage ("train_metrics" ...: ModuleDict keys may not shadow Module.train).
-        self.metrics = nn.ModuleDict({f"{s}_metrics": task_metrics(task, self.num_classes, s) for s in STAGES})
+        self.metrics = nn.ModuleDict(
+            {f"{s}_metrics": sequence_metrics(task, self.num_classes, s, IGNORE) for s in STAGES}
+        )
         self.monitor, self.monitor_mode = MONITORS[task]
 
     def check_data(self, datamodule: Any) -> None:
