@@ -54,13 +54,17 @@ class PredictionWriter(BasePredictionWriter):
         # Resolved here, on every rank at once: trainer.log_dir is a collective (a broadcast from rank 0), which
         # must not run inside per-batch hooks that ranks call different numbers of times.
         self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / self.default_name
-        taken = self.path.exists() and (self.path.is_file() or any(self.path.iterdir()))
+        taken = [path for path in self.outputs() if path.exists() and (path.is_file() or any(path.iterdir()))]
         trainer.strategy.barrier()  # every rank has looked before any rank writes
         if taken and not self.overwrite:
             raise FileExistsError(
-                f"{self.path} already exists; pass another --prediction_writer.output or "
+                f"{taken[0]} already exists; pass another --prediction_writer.output or "
                 "--prediction_writer.overwrite true."
             )
+
+    def outputs(self) -> list[Path]:
+        """The files or folders this writer fills (``self.path`` resolved), which must not hold anything yet."""
+        return [self.path]
 
 
 class PredictionCSVWriter(PredictionWriter):
@@ -81,13 +85,8 @@ class PredictionCSVWriter(PredictionWriter):
         super().__init__(output, overwrite, write_interval="epoch")
         self.grid = grid
 
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_predict_start(trainer, pl_module)
-        if self.grid and self.path.with_suffix(".png").exists() and not self.overwrite:
-            raise FileExistsError(
-                f"{self.path.with_suffix('.png')} already exists; pass another --prediction_writer.output or "
-                "--prediction_writer.overwrite true."
-            )
+    def outputs(self) -> list[Path]:
+        return [self.path, self.path.with_suffix(".png")] if self.grid else [self.path]
 
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any

@@ -8,7 +8,6 @@ import importlib
 import logging
 import operator
 import os
-import re
 import sys
 import traceback
 import typing
@@ -37,6 +36,7 @@ from lit_models.pictures import TrainingPictures
 from lit_models.preemption import CheckpointOnSigterm
 from lit_models.quiet import quiet_libraries
 from lit_models.recipes import describe_recipes, resolve_recipe_arguments
+from lit_models.runs import recorded_best, run_versions
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ def checkpoint_folders(trainer: Trainer) -> list[Path]:
     if fixed or trainer.logger is None or trainer.logger.save_dir is None:
         return fixed
     runs = Path(trainer.logger.save_dir) / str(trainer.logger.name)
-    versions = [p for p in runs.glob("version_*") if re.fullmatch(r"version_\d+", p.name)]
-    versions.sort(key=lambda p: int(p.name.split("_")[1]), reverse=True)
-    return [p / "checkpoints" for p in versions]
+    return [version / "checkpoints" for version in run_versions(runs)]
 
 
 def requeue_checkpoint(trainer: Trainer) -> Path | None:
@@ -75,16 +73,13 @@ def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
         if alias == "last":
             newer = requeued is not None and requeued.stat().st_mtime > lasts[-1].stat().st_mtime
             return str(requeued if newer else lasts[-1])
-        # mmap: only the callback states are read, not the weights and optimizer state around them.
-        state = torch.load(lasts[-1], map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
-        for key, value in state.items():
-            if key.startswith("ModelCheckpoint") and value.get("monitor") and value.get("best_model_path"):
-                best = Path(value["best_model_path"])
-                for candidate in (best, folder / best.name):  # the run folder may have moved since
-                    if candidate.exists():
-                        return str(candidate)
-                raise FileNotFoundError(f"{lasts[-1]} names {best} as the best checkpoint, but it is gone.")
-        raise FileNotFoundError(f"{lasts[-1]} records no best checkpoint (no monitored ModelCheckpoint).")
+        best = recorded_best(lasts[-1])
+        if best is None:
+            raise FileNotFoundError(f"{lasts[-1]} records no best checkpoint (no monitored ModelCheckpoint).")
+        for candidate in (best, folder / best.name):  # the run folder may have moved since
+            if candidate.exists():
+                return str(candidate)
+        raise FileNotFoundError(f"{lasts[-1]} names {best} as the best checkpoint, but it is gone.")
     if requeued is not None:  # requeued before the first epoch's last.ckpt
         return str(requeued)
     raise FileNotFoundError(

@@ -10,10 +10,10 @@ import csv
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 from lit_models.recipes import RECIPES
+from lit_models.runs import recorded_best, run_versions
 
 NEXT_STEPS = """\
 Try next:
@@ -28,12 +28,6 @@ def quickstart_runs() -> Path:
     recipe = yaml.safe_load((RECIPES / "quickstart.yaml").read_text())
     logger = recipe["trainer"]["logger"]["init_args"]
     return Path(logger["save_dir"]) / logger["name"]
-
-
-def versions(runs: Path) -> list[Path]:
-    """``version_N`` folders, newest (highest N) first."""
-    found = [p for p in runs.glob("version_*") if p.name.removeprefix("version_").isdigit()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("version_")), reverse=True)
 
 
 def read_test_metrics(run: Path) -> dict[str, float]:
@@ -51,18 +45,16 @@ def best_checkpoint(run: Path) -> Path | None:
     last = run / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
-    # mmap: only the callback states are read, not the weights and optimizer state around them.
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
-    for key, value in state.items():
-        if key.startswith("ModelCheckpoint") and value.get("monitor") and value.get("best_model_path"):
-            best = run / "checkpoints" / Path(value["best_model_path"]).name
-            return best if best.is_file() else None
-    return None
+    best = recorded_best(last)
+    if best is None:
+        return None
+    best = run / "checkpoints" / best.name
+    return best if best.is_file() else None
 
 
 def summary(runs: Path) -> str:
     """What the newest test of the quickstart measured and where its run is, or why that cannot be said."""
-    all_versions = versions(runs)
+    all_versions = run_versions(runs)
     tested = next((run for run in all_versions if read_test_metrics(run)), None)
     if tested is None:
         raise FileNotFoundError(f"no tested quickstart run under {runs}/: run `make demo` in this folder first.")
