@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, tiny_quickstart
 from pytorch_lightning import Callback
-from test_cli import metrics, tiny
+from test_cli import metrics
 
 from lit_models.cli import LitModelsCLI
 from lit_models.preemption import CHECKPOINT_NAME, SIGTERM_EXIT_CODE, CheckpointOnSigterm
@@ -62,7 +62,7 @@ def step(path: Path) -> tuple[int, int]:
 
 def test_sigterm_saves_that_step_exits_143_and_fit_last_continues_there(image_tree, tmp_path):
     # Batch 1: 24 steps an epoch, so the signal comes mid-epoch; a DataLoader worker, which gets the signal too.
-    args = [*tiny(image_tree), "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "1",
+    args = [*tiny_quickstart(image_tree), "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "1",
             "--trainer.log_every_n_steps", "1"]  # fmt: skip
     folder = tmp_path / RUN / "version_0" / "checkpoints"
     process = start_fit(args, tmp_path)
@@ -88,7 +88,7 @@ def test_sigterm_saves_that_step_exits_143_and_fit_last_continues_there(image_tr
 def test_sigterm_to_rank_0_under_ddp_stops_every_rank_at_one_step(image_tree, tmp_path):
     ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml"), "--data.init_args.batch_size", "1"]
     folder = tmp_path / RUN / "version_0" / "checkpoints"
-    process = start_fit([*tiny(image_tree), *ddp], tmp_path)
+    process = start_fit([*tiny_quickstart(image_tree), *ddp], tmp_path)
     wait_for(folder / "last.ckpt", process, tmp_path)
     output = stop(process, tmp_path, whole_group=False)  # rank 1 learns it from rank 0
     assert output.count("Stopped by SIGTERM") == 1  # rank 0 speaks for both
@@ -127,7 +127,7 @@ def test_sigterm_beside_slurm_requeue_stops_at_the_next_batch_end(image_tree, tm
         monkeypatch.delenv(name)
     slurm = ["--trainer", str(REPO / "configs" / "trainer" / "slurm.yaml"), "--trainer.accelerator", "cpu",
              "--trainer.strategy", "auto", "--trainer.precision", "32-true"]  # fmt: skip
-    args = [*tiny(image_tree), *slurm, "--trainer.max_epochs", "1"]
+    args = [*tiny_quickstart(image_tree), *slurm, "--trainer.max_epochs", "1"]
     before = signal.getsignal(signal.SIGTERM)
     cli = LitModelsCLI(args=args, run=False)
     sender = SendSigterm(batch=1)
@@ -149,7 +149,7 @@ class SigtermWhileTesting(Callback):
 def test_sigterm_stops_test_with_status_143_and_writes_nothing(image_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["lit-models"])
-    cli = LitModelsCLI(args=[*tiny(image_tree), "--data.init_args.eval_batch_size", "2"], run=False)
+    cli = LitModelsCLI(args=[*tiny_quickstart(image_tree), "--data.init_args.eval_batch_size", "2"], run=False)
     cli.trainer.callbacks.append(SigtermWhileTesting())
     with pytest.raises(SystemExit) as stopped:
         cli.trainer.test(cli.model, datamodule=cli.datamodule)
