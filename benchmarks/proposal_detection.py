@@ -35,7 +35,7 @@ from cli_runs import REPO, all_metrics, describe_checkpoint, fit_and_test, last_
 from lit_models.datamodules.detection import DetectionDataModule
 from lit_models.detection import RCNN, FasterRCNN, FastRCNN, SPPNet, YOLOv1
 from lit_models.metrics import evaluation_targets, mean_average_precision
-from lit_models.nets.region_heads import image_sizes
+from lit_models.nets.region_detector import image_sizes
 
 CONFIGS = {
     "rcnn_shapes": RCNN,

@@ -62,7 +62,7 @@ def backbone_costs() -> list[tuple[str, int, float]]:
     nets = {
         "resnet18, width 0.5 (the shapes configs)": FCNNet(len(CLASS_NAMES), "8s", "resnet18", width_mult=0.5),
         "vgg16 + BN, width 0.25, fc6/fc7 128": FCNNet(
-            len(CLASS_NAMES), "8s", "vgg16", width_mult=0.25, hidden=128, batch_norm=True
+            len(CLASS_NAMES), "8s", "vgg16", width_mult=0.25, representation_size=128, batch_norm=True
         ),
     }
     torch.manual_seed(0)

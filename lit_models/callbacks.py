@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from lit_models.datamodules.files import load_rgb
-from lit_models.datamodules.sources.shapes import voc_palette
+from lit_models.datamodules.voc_layout import voc_palette
 from lit_models.pictures import Sample, sample_grid
 
 
@@ -222,7 +222,7 @@ class DetectionWriter(PredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        names = getattr(pl_module, "class_names", None) or [str(i) for i in range(pl_module.num_classes)]
+        names = pl_module.display_names
         for path, name, boxes, scores, labels in zip(
             prediction["path"],
             prediction["name"],

@@ -3,6 +3,7 @@ family's headline metric, and injected optimizer / LR-scheduler factories."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
@@ -17,38 +18,71 @@ if TYPE_CHECKING:  # drawing (matplotlib) is imported where a family draws
     from lit_models.pictures import Picture, Sample
 
 
-class TaskModule(pl.LightningModule):
-    """Base of the family bases (ImageClassifier, and the segmentation/detection/sequence ones to come).
+def split_batch(batch: Any, target: str) -> tuple[Any, Any | None]:
+    """A batch's inputs and targets (None where it has none, as in predict).
 
-    A family sets ``monitor`` (its headline validation metric) and ``prediction_writer`` (the callback class,
-    taking ``output`` and ``overwrite``, that the CLI adds to ``predict``), and passes its net, output size and
-    the injected factories to ``__init__``.
+    Our DataModules yield dicts (``image`` and the family's ``target`` key); plain ``(inputs, targets)`` tuples from
+    anyone else's loader work too.
+    """
+    if isinstance(batch, Mapping):
+        return batch["image"], batch.get(target)
+    return batch[0], batch[1] if len(batch) > 1 else None
+
+
+class TaskModule(pl.LightningModule):
+    """Base of the family bases (ImageClassifier, Segmenter, Detector, SequenceModule).
+
+    A family sets ``monitor`` (its headline validation metric), ``prediction_writer`` (the callback class, taking
+    ``output`` and ``overwrite``, that the CLI adds to ``predict``) and ``target`` (the batch key of its truth),
+    passes its output size and the arguments below to ``__init__``, and sets ``self.net``: built by the
+    architecture's ``build_net`` (image families, from the ``**net_args`` of the family's constructor, so
+    jsonargparse lists the net's arguments under ``--model.*``) or from the data (sequence family).
+
+    Args:
+        bias_lr_mult: Learning-rate multiple of biases (Caffe-era recipes, FCN and the R-CNN family: 2).
+        bias_weight_decay: Whether biases are weight-decayed (Caffe-era recipes: no, their ``decay_mult: 0``).
+        optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Paper recipes are in configs/.
+        lr_scheduler: LR scheduler factory; default none. A ReduceLROnPlateau watches ``monitor``.
     """
 
     monitor = "val/loss"
     monitor_mode: str | None = None  # "min" or "max"; None: "min" for a loss, else "max"
     prediction_writer: type | None = None
+    target = "label"
     class_names: list[str] | None = None
-    # Caffe-era recipes (FCN, R-CNN family) train biases at twice the learning rate without weight decay; a
-    # family that exposes this sets these from its arguments.
-    bias_lr_mult = 1.0
-    bias_weight_decay = True
 
     def __init__(
         self,
-        net: nn.Module,
         num_classes: int,
+        bias_lr_mult: float = 1.0,
+        bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        # Every constructor argument up the subclass chain is saved, except the net (its arguments are) and the
-        # factories: hyperparameters stay primitive so checkpoints load with weights_only=True.
-        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
-        self.net = net
+        # Every constructor argument up the subclass chain is saved (the net's, given as **net_args, flattened in),
+        # except the factories: hyperparameters stay primitive so checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.net: nn.Module | None = None
         self.num_classes = num_classes
+        self.bias_lr_mult, self.bias_weight_decay = bias_lr_mult, bias_weight_decay
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+
+    def split(self, batch: Any) -> tuple[Any, Any | None]:
+        """The batch's inputs and targets (:func:`split_batch` with this family's ``target`` key)."""
+        return split_batch(batch, self.target)
+
+    @property
+    def display_names(self) -> list[str]:
+        """The class names, or the class indices as text where the data named none."""
+        return self.class_names or [str(index) for index in range(self.num_classes)]
+
+    def log_per_class(self, tag: str, values: Sequence[float], labels: Sequence[int] | None = None) -> None:
+        """Log one value per class as ``{tag}/<class name>`` (``labels``: the class of each value; default 0..)."""
+        names = self.display_names
+        for label, value in zip(range(len(values)) if labels is None else labels, values, strict=True):
+            self.log(f"{tag}/{names[label]}", value)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -31,7 +31,8 @@ def classifier(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
 
 def segmenter(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     data = SegmentationDataModule(str(root), crop_size=32, base_size=40, batch_size=3, num_workers=0)
-    return FCN(num_classes=data.num_classes, variant="32s", width_mult=0.125, hidden=16, batch_norm=True), data
+    net_args = {"variant": "32s", "width_mult": 0.125, "representation_size": 16, "batch_norm": True}
+    return FCN(num_classes=data.num_classes, **net_args), data
 
 
 def detector(root: Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:

@@ -9,8 +9,8 @@ from lit_models.class_names import ClassNamesMismatchError
 from lit_models.nets.googlenet import GoogLeNetOutputs
 
 TINY = {
-    AlexNet: {"width_mult": 0.125, "hidden": 32},
-    VGG: {"depth": 11, "width_mult": 0.125, "hidden": 32, "batch_norm": True},
+    AlexNet: {"width_mult": 0.125, "representation_size": 32},
+    VGG: {"depth": 11, "width_mult": 0.125, "representation_size": 32, "batch_norm": True},
     GoogLeNet: {"width_mult": 0.125},
     ResNet: {"depth": 18, "width_mult": 0.125, "small_input": True},
     DenseNet: {"growth_rate": 4, "num_init_features": 8, "small_input": True},

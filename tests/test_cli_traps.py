@@ -44,7 +44,8 @@ def trees(tmp_path_factory) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------- --optimizer, --lr_scheduler
 
-FCN_TINY = ["--model", "FCN", "--model.width_mult", "0.125", "--model.hidden", "16", "--data", "SegmentationDataModule"]
+FCN_TINY = ["--model", "FCN", "--model.width_mult", "0.125", "--model.representation_size", "16",
+            "--data", "SegmentationDataModule"]  # fmt: skip
 
 
 def test_top_level_optimizer_and_scheduler_keep_the_bias_groups():
@@ -103,9 +104,10 @@ def bad_data(kind: str, tmp_path: Path) -> tuple[list[str], list[str]]:
         ),
         "DetectionDataModule-voc": (
             # A folder that exists: its missing VOC lists are found when the run reads them, not while building.
-            ["--model", "YOLOv1", "--model.width_mult", "0.125", "--model.hidden", "16", "--model.image_size", "64",
-             "--model.grid_size", "4", "--data", "DetectionDataModule", "--data.root", str(empty),
-             "--data.format", "voc", "--data.num_workers", "0", "--trainer.fast_dev_run", "true"],
+            ["--model", "YOLOv1", "--model.width_mult", "0.125", "--model.representation_size", "16",
+             "--model.image_size", "64", "--model.grid_size", "4", "--data", "DetectionDataModule",
+             "--data.root", str(empty), "--data.format", "voc", "--data.num_workers", "0",
+             "--trainer.fast_dev_run", "true"],
             [f"{empty} has no training split: {empty}/ImageSets/Main/train.txt does not exist."],
         ),
         "DetectionDataModule-coco": (
@@ -183,12 +185,13 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
 
 # Each module, its DataModule, and the size knobs of a version that runs in a second.
 MODULES = {
-    "AlexNet": ("ImageFolderDataModule", ["--model.width_mult", "0.125", "--model.hidden", "32"]),
-    "VGG": ("ImageFolderDataModule", ["--model.depth", "11", "--model.width_mult", "0.125", "--model.hidden", "32"]),
+    "AlexNet": ("ImageFolderDataModule", ["--model.width_mult", "0.125", "--model.representation_size", "32"]),
+    "VGG": ("ImageFolderDataModule", ["--model.depth", "11", "--model.width_mult", "0.125",
+                                      "--model.representation_size", "32"]),
     "GoogLeNet": ("ImageFolderDataModule", ["--model.width_mult", "0.125"]),
     "ResNet": ("ImageFolderDataModule", ["--model.depth", "18", "--model.width_mult", "0.125"]),
     "DenseNet": ("ImageFolderDataModule", ["--model.growth_rate", "4", "--model.num_init_features", "8"]),
-    "FCN": ("SegmentationDataModule", ["--model.width_mult", "0.125", "--model.hidden", "16"]),
+    "FCN": ("SegmentationDataModule", ["--model.width_mult", "0.125", "--model.representation_size", "16"]),
     "RCNN": ("DetectionDataModule", ["--model.width_mult", "0.125", "--model.representation_size", "32",
                                      "--model.rois_per_image", "16", "--model.warp_size", "32",
                                      "--model.context_padding", "4", "--model.pool_size", "1",
@@ -201,7 +204,7 @@ MODULES = {
     "FasterRCNN": ("DetectionDataModule", ["--model.width_mult", "0.125", "--model.representation_size", "32",
                                            "--model.min_size", "64", "--model.max_size", "64"]),
     # No data.image_size: the data takes the model's.
-    "YOLOv1": ("DetectionDataModule", ["--model.width_mult", "0.125", "--model.hidden", "32",
+    "YOLOv1": ("DetectionDataModule", ["--model.width_mult", "0.125", "--model.representation_size", "32",
                                        "--model.image_size", "64", "--model.grid_size", "4"]),
     "Markov": ("TextDataModule", ["--model.window", "4", "--model.hidden_size", "8", "--model.embedding_dim", "4"]),
     "RNN": ("TextDataModule", ["--model.hidden_size", "8", "--model.embedding_dim", "4"]),

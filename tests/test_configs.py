@@ -51,8 +51,8 @@ def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch)
     if "root:" in text:  # real-data recipes: point them at a tiny tree of the same layout
         voc_layout = "SegmentationDataModule" in text or "DetectionDataModule" in text
         args += ["--data.init_args.root", str(voc_tree if voc_layout else tree)]
-    if "backbone_weights:" in text:  # a local ImageNet weight file that tests do not have
-        args += ["--model.init_args.backbone_weights", "null"]
+    if "weights_backbone:" in text:  # a local ImageNet weight file that tests do not have
+        args += ["--model.init_args.weights_backbone", "null"]
     cli = instantiate(args)
     assert isinstance(cli.config["seed_everything"], int)
     num_classes = cli.datamodule.num_classes

@@ -73,7 +73,7 @@ def test_vgg_backbone_weights_initialise_the_trunk_and_fc6_fc7(tmp_path):
     vgg = VGG(depth=16, num_classes=10, width_mult=0.0625)
     torch.save(vgg.state_dict(), tmp_path / "vgg.pth")
     net = FasterRCNNNet(3, "vgg16", width_mult=0.0625, min_size=64, max_size=64)
-    net.load_backbone(tmp_path / "vgg.pth")
+    net.load_backbone_weights(tmp_path / "vgg.pth")
     assert torch.equal(net.backbone.body[0].weight, vgg.features[0].weight)
     assert torch.equal(net.backbone.body[28].weight, vgg.features[28].weight)  # conv5_3; pool5 is dropped
     assert torch.equal(net.roi_heads.box_head.fc6.weight, vgg.classifier[0].weight)
@@ -105,8 +105,7 @@ def test_writer_draws_boxes_and_writes_json(tmp_path):
     Image.fromarray(picture).save(tmp_path / "in.png")
 
     class Module:
-        class_names = CLASS_NAMES
-        num_classes = 4
+        display_names = CLASS_NAMES
 
     writer = DetectionWriter(output=str(tmp_path / "out"), draw_score=0.5)
     writer.path = tmp_path / "out"

@@ -115,7 +115,7 @@ def test_alexnet_paper_parameter_counts() -> None:
 
 def test_alexnet_paper_spatial_sizes_at_224() -> None:
     # The paper's 55 x 55 after conv1 and 6 x 6 before the classifier, from a 224 x 224 input.
-    net = AlexNet(variant="paper", width_mult=0.125, hidden=8, num_classes=3)
+    net = AlexNet(variant="paper", width_mult=0.125, representation_size=8, num_classes=3)
     x = torch.zeros(1, 3, 224, 224)
     assert net.features[0](x).shape[-2:] == (55, 55)
     assert net.features(x).shape[-2:] == (6, 6)
@@ -123,7 +123,7 @@ def test_alexnet_paper_spatial_sizes_at_224() -> None:
 
 def test_alexnet_two_tower_lrn_stays_within_tower() -> None:
     # A spike in tower 1's last map must not suppress tower 2's first map (they were on different GPUs).
-    net = AlexNet(variant="paper", two_tower=True, width_mult=0.125, hidden=8)
+    net = AlexNet(variant="paper", two_tower=True, width_mult=0.125, representation_size=8)
     lrn = net.features[2]
     x = torch.ones(1, 12, 1, 1)
     x[0, 5] = 100.0  # last channel of tower 1 (12 channels -> 2 x 6)
@@ -135,7 +135,7 @@ def test_alexnet_two_tower_lrn_stays_within_tower() -> None:
 def test_alexnet_lrn_matches_paper_formula() -> None:
     # Paper §3.3: b = a / (2 + 1e-4 * sum over 5 neighbouring maps of a^2) ** 0.75.
     torch.manual_seed(0)
-    net = AlexNet(variant="paper", width_mult=0.125, hidden=8)
+    net = AlexNet(variant="paper", width_mult=0.125, representation_size=8)
     lrn = net.features[2]
     a = torch.randn(1, 12, 2, 2) * 10
     sq = torch.nn.functional.pad(a.pow(2), (0, 0, 0, 0, 2, 2))
@@ -174,7 +174,7 @@ def _forward_backward(net: nn.Module, x: torch.Tensor, num_classes: int) -> None
 )
 def test_alexnet_tiny_forward_backward(kwargs: dict) -> None:
     torch.manual_seed(0)
-    net = AlexNet(num_classes=7, width_mult=0.125, hidden=32, **kwargs)
+    net = AlexNet(num_classes=7, width_mult=0.125, representation_size=32, **kwargs)
     _forward_backward(net, torch.randn(2, 3, 64, 64), 7)
 
 
@@ -182,7 +182,7 @@ def test_alexnet_tiny_forward_backward(kwargs: dict) -> None:
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_vgg_tiny_forward_backward(depth: int, batch_norm: bool) -> None:
     torch.manual_seed(0)
-    net = VGG(depth=depth, num_classes=7, batch_norm=batch_norm, width_mult=0.125, hidden=32)
+    net = VGG(depth=depth, num_classes=7, batch_norm=batch_norm, width_mult=0.125, representation_size=32)
     _forward_backward(net, torch.randn(2, 3, 32, 32), 7)
 
 
@@ -198,7 +198,7 @@ def test_width_mult_rounding() -> None:
 
 def test_vgg_init_follows_torchvision_scheme() -> None:
     torch.manual_seed(0)
-    net = VGG(depth=11, num_classes=10, batch_norm=True, width_mult=0.25, hidden=512)
+    net = VGG(depth=11, num_classes=10, batch_norm=True, width_mult=0.25, representation_size=512)
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
             assert torch.all(m.bias == 0)
@@ -218,7 +218,7 @@ def test_vgg_init_follows_torchvision_scheme() -> None:
         ({"variant": "torchvision", "two_tower": True}, "two_tower"),
         ({"num_classes": 0}, "num_classes"),
         ({"width_mult": 0.0}, "width_mult"),
-        ({"hidden": 0}, "hidden"),
+        ({"representation_size": 0}, "representation_size"),
         ({"dropout": 1.5}, "dropout"),
     ],
 )
@@ -233,7 +233,7 @@ def test_alexnet_bad_arguments(kwargs: dict, match: str) -> None:
         ({"depth": 15}, r"\[11, 13, 16, 19\]"),
         ({"num_classes": 0}, "num_classes"),
         ({"width_mult": -1.0}, "width_mult"),
-        ({"hidden": 0}, "hidden"),
+        ({"representation_size": 0}, "representation_size"),
         ({"dropout": -0.1}, "dropout"),
     ],
 )
@@ -244,7 +244,7 @@ def test_vgg_bad_arguments(kwargs: dict, match: str) -> None:
 
 def test_alexnet_paper_initialisation():
     torch.manual_seed(0)
-    net = AlexNet(num_classes=10, width_mult=0.5, hidden=256, init="paper")
+    net = AlexNet(num_classes=10, width_mult=0.5, representation_size=256, init="paper")
     convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in net.classifier if isinstance(m, torch.nn.Linear)]
     biases = [float(m.bias.detach().unique()) for m in convs + linears]
@@ -255,8 +255,8 @@ def test_alexnet_paper_initialisation():
 def test_alexnet_kaiming_initialisation_keeps_the_signal():
     torch.manual_seed(0)
     x = torch.randn(8, 3, 64, 64)
-    default = AlexNet(num_classes=10, width_mult=0.5, hidden=256)
-    kaiming = AlexNet(num_classes=10, width_mult=0.5, hidden=256, init="kaiming")
+    default = AlexNet(num_classes=10, width_mult=0.5, representation_size=256)
+    kaiming = AlexNet(num_classes=10, width_mult=0.5, representation_size=256, init="kaiming")
     # Eight ReLU layers at default scale shrink the features ~30x; He initialisation keeps them at order 1.
     assert kaiming.features(x).std() > 10 * default.features(x).std()
     with pytest.raises(ValueError, match="init must be one of"):

@@ -3,9 +3,10 @@ import torch
 import torch.nn.functional as F
 
 from lit_models.nets.fcn import FCN, upsampler
+from lit_models.nets.resnet import ResNet
 from lit_models.nets.vgg import VGG
 
-TINY = {"width_mult": 0.125, "hidden": 32}
+TINY = {"width_mult": 0.125, "representation_size": 32}
 
 
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
@@ -24,7 +25,7 @@ def test_resnet_backbone_keeps_resnet_parameter_names():
 
 def test_fc6_fc7_are_the_dense_layers_reshaped():
     torch.manual_seed(0)
-    vgg = VGG(depth=16, num_classes=10, width_mult=0.125, hidden=32).eval()
+    vgg = VGG(depth=16, num_classes=10, width_mult=0.125, representation_size=32).eval()
     fcn = FCN(num_classes=3, **TINY).eval()
     dense = [vgg.classifier[0], vgg.classifier[3]]
     assert sum(p.numel() for m in dense for p in m.parameters()) == sum(
@@ -77,3 +78,21 @@ def test_bad_arguments():
         FCN(variant="4s")
     with pytest.raises(ValueError, match="backbone must be one of"):
         FCN(backbone="resnet20")
+
+
+def test_backbone_weights_load_through_the_classifier_they_came_from(tmp_path):
+    torch.manual_seed(0)
+    vgg = VGG(depth=16, num_classes=10, batch_norm=True, width_mult=0.125, representation_size=32)
+    torch.save(vgg.state_dict(), tmp_path / "vgg.pth")
+    fcn = FCN(num_classes=3, batch_norm=True, **TINY)
+    fcn.load_backbone_weights(tmp_path / "vgg.pth")  # its own width and batch norm; the 10-class layer dropped
+    assert torch.equal(fcn.encoder.features[1].running_var, vgg.features[1].running_var)
+    assert torch.equal(fcn.encoder.fc6.weight.flatten(1), vgg.classifier[0].weight)
+    assert torch.equal(fcn.encoder.fc7.bias, vgg.classifier[3].bias)
+    resnet = ResNet(depth=18, num_classes=10, width_mult=0.125)
+    torch.save(resnet.state_dict(), tmp_path / "resnet.pth")
+    fcn = FCN(num_classes=3, backbone="resnet18", width_mult=0.125)
+    fcn.load_backbone_weights(tmp_path / "resnet.pth")
+    assert torch.equal(fcn.encoder.net.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
+    with pytest.raises(ValueError, match="does not fit"):  # fc6/fc7 of another width
+        FCN(num_classes=3, width_mult=0.125, representation_size=16).load_backbone_weights(tmp_path / "vgg.pth")

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, run_cli
 
 from lit_models.datamodules.detection import DetectionDataModule
-from lit_models.datamodules.proposals import main
+from lit_models.datamodules.proposal_command import main
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
 from lit_models.detection import FastRCNN
 

@@ -16,10 +16,10 @@ from PIL import Image
 
 from lit_models.datamodules import proposals as module
 from lit_models.datamodules.files import DataError, load_rgb
+from lit_models.datamodules.proposal_command import main
 from lit_models.datamodules.proposals import (
     ProposalCache,
     ProposalStats,
-    main,
     proposal_recall,
     proposal_stats,
     selective_search,
@@ -266,7 +266,7 @@ def test_load_errors_name_the_files_and_the_fix(dataset) -> None:
         cache.load(paths[0])
     message = str(missing.value)
     assert paths[0] in message and str(cache.directory) in message
-    assert "prepare_data" in message and "python -m lit_models.datamodules.proposals" in message
+    assert "prepare_data" in message and "python -m lit_models.datamodules.proposal_command" in message
     cache.compute(paths)
     file = cache.file(paths[0])
     file.write_bytes(file.read_bytes()[:70])  # truncated mid-array
@@ -358,7 +358,7 @@ def test_command_line_fills_the_cache(dataset, tmp_path: Path, capsys: pytest.Ca
         cache.load(paths[0])
     assert cache.command() in str(error.value)
     command = shlex.split(cache.command())
-    assert command[:3] == ["python", "-m", "lit_models.datamodules.proposals"]
+    assert command[:3] == ["python", "-m", "lit_models.datamodules.proposal_command"]
     main([*command[3:], "--workers", "1"])
     assert cache.missing(paths) == [] and len(cache.load(paths[0])) <= 30
 

@@ -10,8 +10,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from lit_models.nets.fast_rcnn import FastRCNNNet
 from lit_models.nets.rcnn import RCNNNet, context_windows, warp
-from lit_models.nets.region_heads import label_proposals, roi_pool_windows, truncated_svd
+from lit_models.nets.region_heads import label_proposals, truncated_svd
 from lit_models.nets.roi_pooling import roi_pool as threaded_roi_pool
+from lit_models.nets.roi_pooling import roi_pool_windows
 from lit_models.nets.sppnet import SPPNetNet
 from lit_models.nets.vgg import VGG
 
@@ -238,7 +239,7 @@ def test_staged_scoring_switches_from_softmax_to_svms(name):
     for layer in (net.cls_score, net.svm, net.box_regressor):
         torch.nn.init.zeros_(layer.weight)
         torch.nn.init.zeros_(layer.bias)
-    net.cls_score.bias.data = torch.tensor([0.0, -5.0, 2.0])  # softmax: class 2 (class 1 under score_thresh)
+    net.cls_score.bias.data = torch.tensor([0.0, -5.0, 2.0])  # softmax: class 2 (class 1 under box_score_thresh)
     net.svm.bias.data = torch.tensor([0.0, 3.0, -3.0])  # SVMs: class 1 at sigmoid(3)
     net.box_regressor.bias.data[4] = 1.0  # class 1's dx: 1 x std 0.1 = a tenth of the width to the right
     with torch.no_grad():
@@ -255,7 +256,7 @@ def test_staged_scoring_switches_from_softmax_to_svms(name):
 
 @pytest.mark.parametrize("name", list(NETS))
 def test_predictions_are_classes_and_boxes_inside_the_image(name):
-    net = NETS[name](score_thresh=0.0)
+    net = NETS[name](box_score_thresh=0.0)
     if name in STAGED:
         net.svm_trained.fill_(True)
     regressor = net.box_regressor if name in STAGED else net.bbox_pred
@@ -311,7 +312,7 @@ def test_the_trunk_sees_the_image_at_the_papers_scale(name):
 @pytest.mark.parametrize("min_size", [None, 160])
 @pytest.mark.parametrize("name", ["sppnet", "fast_rcnn"])
 def test_proposals_sharing_a_pooling_window_are_pooled_once(name, min_size):
-    net = NETS[name](score_thresh=0.0, min_size=min_size)
+    net = NETS[name](box_score_thresh=0.0, min_size=min_size)
     if name in STAGED:
         net.svm_trained.fill_(True)
     images, _, proposals = batch()
@@ -392,6 +393,19 @@ def test_bad_inputs_raise():
         net.loss(images, targets, proposals)
 
 
+def test_head_arguments_reach_the_shared_base_and_take_yaml_lists():
+    rcnn = NETS["rcnn"](fg_iou=0.6, box_nms_thresh=0.4, box_detections_per_img=5)
+    assert rcnn.bg_iou == (0.0, 0.6)  # R-CNN: every proposal under the foreground IoU is background
+    assert (rcnn.box_nms_thresh, rcnn.box_detections_per_img) == (0.4, 5)
+    assert NETS["sppnet"]().bg_iou == (0.0, 0.5)
+    assert NETS["fast_rcnn"]().bg_iou == (0.1, 0.5)  # the paper's
+    assert NETS["fast_rcnn"](bg_iou=None).bg_iou == (0.0, 0.5)
+    assert NETS["fast_rcnn"](bg_iou=[0.0, 0.4]).bg_iou == (0.0, 0.4)  # a YAML list
+    assert NETS["sppnet"](pyramid_levels=[2, 1]).pyramid_levels == (2, 1)
+    with pytest.raises(TypeError, match="score_thresh"):
+        NETS["fast_rcnn"](score_thresh=0.1)  # torchvision's word is box_score_thresh
+
+
 def test_vgg_weights_initialise_the_trunk_and_fc6_fc7(tmp_path):
     vgg = VGG(depth=16, num_classes=10, width_mult=0.0625)
     torch.save(vgg.state_dict(), tmp_path / "vgg.pth")
@@ -401,7 +415,7 @@ def test_vgg_weights_initialise_the_trunk_and_fc6_fc7(tmp_path):
         (FastRCNNNet(3, **size), True),
         (SPPNetNet(3, **size), False),  # 32 x 50 bins: fc6 has another shape
     ):
-        net.load_backbone(tmp_path / "vgg.pth")
+        net.load_backbone_weights(tmp_path / "vgg.pth")
         assert torch.equal(net.trunk.body[0].weight, vgg.features[0].weight)
         assert torch.equal(net.trunk.body[28].weight, vgg.features[28].weight)  # conv5_3
         assert torch.equal(net.head.fc7.weight, vgg.classifier[3].weight) is copied

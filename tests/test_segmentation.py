@@ -12,11 +12,12 @@ from PIL import Image
 
 from lit_models import FCN, VGG
 from lit_models.callbacks import SegmentationWriter
-from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes, voc_palette
+from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
+from lit_models.datamodules.voc_layout import voc_palette
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 
-TINY = {"width_mult": 0.125, "hidden": 16, "batch_norm": True}
+TINY = {"width_mult": 0.125, "representation_size": 16, "batch_norm": True}
 SHAPES = REPO / "configs" / "segmentation"
 
 
@@ -74,12 +75,12 @@ def test_caffe_bias_rule_puts_biases_in_their_own_group():
 def test_backbone_weights_from_a_classifier(backbone, tmp_path):
     torch.manual_seed(0)
     if backbone == "vgg16":
-        classifier = VGGNet(depth=16, num_classes=1000, batch_norm=True, width_mult=0.125, hidden=16)
+        classifier = VGGNet(depth=16, num_classes=1000, batch_norm=True, width_mult=0.125, representation_size=16)
     else:
         classifier = ResNetNet(depth=18, num_classes=1000, width_mult=0.125)
     path = tmp_path / "classifier.pth"
     torch.save(classifier.state_dict(), path)  # torchvision's format: same keys
-    model = FCN(num_classes=4, backbone=backbone, backbone_weights=str(path), **TINY)
+    model = FCN(num_classes=4, backbone=backbone, weights_backbone=str(path), **TINY)
     if backbone == "vgg16":
         torch.testing.assert_close(model.net.encoder.features[0].weight, classifier.features[0].weight)
         torch.testing.assert_close(model.net.encoder.features[1].running_var, classifier.features[1].running_var)
@@ -90,13 +91,13 @@ def test_backbone_weights_from_a_classifier(backbone, tmp_path):
 
 
 def test_backbone_weights_from_a_lit_models_checkpoint(tmp_path):
-    vgg = VGG(num_classes=10, depth=16, batch_norm=True, width_mult=0.125, hidden=16)
+    vgg = VGG(num_classes=10, depth=16, batch_norm=True, width_mult=0.125, representation_size=16)
     path = tmp_path / "vgg.ckpt"
     torch.save({"state_dict": vgg.state_dict()}, path)
-    model = FCN(num_classes=4, backbone_weights=str(path), **TINY)
+    model = FCN(num_classes=4, weights_backbone=str(path), **TINY)
     torch.testing.assert_close(model.net.encoder.fc7.weight.flatten(1), vgg.net.classifier[3].weight)
     with pytest.raises(ValueError, match="does not fit this network"):
-        FCN(num_classes=4, backbone_weights=str(path), width_mult=0.25, hidden=16, batch_norm=True)
+        FCN(num_classes=4, weights_backbone=str(path), width_mult=0.25, representation_size=16, batch_norm=True)
 
 
 def test_predict_step_crops_padding_away():
@@ -172,7 +173,7 @@ def test_voc_recipe_fits_and_tests_at_full_size(voc_tree, tmp_path, monkeypatch)
     monkeypatch.setattr("sys.argv", ["lit-models"])
     common = ["--config", str(REPO / "configs" / "segmentation" / "fcn8s_voc.yaml"),
               "--data.init_args.root", str(voc_tree), "--data.init_args.num_workers", "0",
-              "--model.init_args.backbone_weights", "null", "--trainer.fast_dev_run", "1",
+              "--model.init_args.weights_backbone", "null", "--trainer.fast_dev_run", "1",
               "--trainer.enable_progress_bar", "false"]  # fmt: skip
     cli = LitModelsCLI(args=["fit", *common])
     assert cli.trainer.global_step == 1 and cli.model.num_classes == len(CLASS_NAMES)  # from class_names.txt

@@ -14,9 +14,9 @@ from torchvision.datasets import VOCSegmentation
 from lit_models.datamodules.files import DataError
 from lit_models.datamodules.segmentation import SegmentationDataModule
 from lit_models.datamodules.sources import shapes
-from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes, voc_palette
+from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES
+from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES, voc_palette
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lit_models.datamodules.sources.shapes import (
-    CLASS_NAMES,
-    COMPLETE_MARKER,
-    export_shapes,
-    generate_scene,
-    voc_palette,
-)
+from lit_models.datamodules.sources.shapes import CLASS_NAMES, COMPLETE_MARKER, export_shapes, generate_scene
+from lit_models.datamodules.voc_layout import voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
 

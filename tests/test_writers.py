@@ -90,7 +90,7 @@ def test_detection_json_lists_every_detection_and_draws_the_confident_ones(tmp_p
         "boxes": [torch.tensor([[2.0, 2.0, 30.0, 30.0], [1.0, 1.0, 5.0, 5.0]]), torch.zeros(0, 4)],
         "scores": [torch.tensor([0.9, 0.2]), torch.zeros(0)], "labels": [torch.tensor([2, 1]), torch.zeros(0)],
     }  # fmt: skip
-    module = SimpleNamespace(class_names=["background", "cat", "dog"], num_classes=3)
+    module = SimpleNamespace(display_names=["background", "cat", "dog"])
     writer.write_on_batch_end(trainer, module, prediction, None, None, 0, 0)
     writer.on_predict_end(trainer, module)
     records = json.loads((tmp_path / "out" / "detections.json").read_text())

@@ -4,12 +4,13 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from lit_models.nets.resnet import ResNet
 from lit_models.nets.yolo import YOLOv1Net, decode, encode_targets, yolo_loss
 
 SIZE, S, B, C = 64, 7, 2, 8  # input pixels, grid, boxes per cell, foreground classes
 CELL = SIZE / S
-TINY = {"width_mult": 1 / 32, "hidden": 32, "image_size": SIZE, "head_stride": 1}
-DECODE = {"score_threshold": 0.05, "nms_threshold": 0.5, "max_detections": 100}
+TINY = {"width_mult": 1 / 32, "representation_size": 32, "image_size": SIZE, "head_stride": 1}
+DECODE = {"box_score_thresh": 0.05, "box_nms_thresh": 0.5, "box_detections_per_img": 100}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -128,7 +129,7 @@ def test_gradients_flow_to_every_parameter():
 @pytest.mark.parametrize("head_stride", [1, 2])
 @pytest.mark.parametrize("backbone", ["darknet", "resnet18", "vgg16"])
 def test_output_shape(backbone, head_stride):
-    net = YOLOv1Net(4, backbone=backbone, width_mult=1 / 16, hidden=32, image_size=96, head_stride=head_stride)
+    net = YOLOv1Net(4, backbone, width_mult=1 / 16, representation_size=32, image_size=96, head_stride=head_stride)
     assert net(torch.zeros(2, 3, 96, 96)).shape == (2, S, S, 5 * B + 3)
     with pytest.raises(ValueError, match="set data.image_size to 96"):
         net(torch.zeros(1, 3, 64, 96))
@@ -176,7 +177,7 @@ def test_full_size_parameter_count():
 
 def test_tiny_net_overfits_two_images():
     torch.manual_seed(0)
-    net = YOLOv1Net(num_classes=4, grid_size=4, dropout=0.0, **{**TINY, "width_mult": 1 / 16, "hidden": 64})
+    net = YOLOv1Net(4, grid_size=4, dropout=0.0, **{**TINY, "width_mult": 1 / 16, "representation_size": 64})
     images = torch.randn(2, 3, SIZE, SIZE)
     targets = [target([[4.0, 6.0, 30.0, 40.0], [36.0, 30.0, 60.0, 58.0]], [1, 3]), target([[10, 20, 50, 50]], [2])]
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -221,3 +222,13 @@ def test_bad_arguments(kwargs, message):
 def test_labels_out_of_range_are_rejected():
     with pytest.raises(ValueError, match="labels must be in 1..8"):
         encode_targets([target([[0.0, 0.0, 10.0, 10.0]], [0])], SIZE, S, C)
+
+
+def test_backbone_weights_load_into_a_classifier_trunk(tmp_path):
+    resnet = ResNet(depth=18, num_classes=10, width_mult=1 / 32)
+    torch.save(resnet.state_dict(), tmp_path / "resnet.pth")
+    net = YOLOv1Net(4, "resnet18", **TINY)
+    net.load_backbone_weights(tmp_path / "resnet.pth")
+    assert torch.equal(net.backbone.body.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
+    with pytest.raises(ValueError, match="darknet backbone has no classifier weights"):
+        YOLOv1Net(4, **TINY).load_backbone_weights(tmp_path / "resnet.pth")

@@ -11,13 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from lit_models.datamodules.files import DataError, list_predict_images
+from lit_models.datamodules.loaders import split_batch_size, split_loader
+from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
-from lit_models.preemption import worker_init_fn
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +116,17 @@ class FileDataModule(pl.LightningDataModule):
 
     def loader(self, split: str, train: bool) -> DataLoader:
         hp = self.hparams
-        batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
+        batch_size = split_batch_size(hp, train)
         if split not in self.datasets:
             raise DataError(f"this data has no {split} split: {self.missing_split(split)}")
         dataset = self.datasets[split]
-        sampler = None
-        if not train and self.trainer is not None and self.trainer.world_size > 1:
-            # DistributedSampler would pad the last rank with repeated samples, counting them twice in the
-            # metrics; this one gives ranks disjoint shards whose union is the split, exactly once.
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
-        return DataLoader(
+        return split_loader(
             dataset,
+            train=train,
             batch_size=batch_size,
-            shuffle=train,
-            sampler=sampler,
             num_workers=hp.num_workers,
+            trainer=self.trainer,
             collate_fn=self.collate_fn,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=hp.num_workers > 0,
-            worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
             # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is
             # dropped (a different few images each epoch) unless the split is smaller than one batch.
             drop_last=train and len(dataset) > batch_size,
@@ -171,10 +160,15 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
 
     Samples are ``(image file, annotation or None, name)``. Subclasses implement ``list_split(split, annotated)``
     (the split's samples, or None when the data has no such split; ``annotated=False`` lists images only) and
-    ``dataset(samples, train)``, and set ``embedded`` (the generated shapes under ``root``) in ``__init__``.
+    ``dataset(samples, train)``, and set ``embedded`` (the generated shapes under ``root``, which ``prepare_data``
+    generates) in ``__init__``.
     """
 
     embedded: bool = False
+
+    def prepare_data(self) -> None:
+        if self.embedded:
+            shapes.export_shapes(self.root, shapes.DEFAULT_TRAIN, shapes.DEFAULT_VAL, shapes.DEFAULT_TEST)
 
     @abstractmethod
     def list_split(self, split: str, annotated: bool = True) -> list | None:

@@ -369,8 +369,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         """Generate the embedded scenes if needed; compute the missing region proposals of the roles this run
         reads (``fit``: train and val). Called without a Trainer, it computes every role's: call
         ``compute_proposals(roles)`` to choose."""
-        if self.embedded:
-            shapes.export_shapes(self.root, shapes.DEFAULT_TRAIN, shapes.DEFAULT_VAL, shapes.DEFAULT_TEST)
+        super().prepare_data()
         if self.proposal_cache is not None:
             # Only the roles this run reads: `fit` does not pay for the test images' proposals.
             function = self.trainer.state.fn if self.trainer is not None else None

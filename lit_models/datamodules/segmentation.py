@@ -226,10 +226,6 @@ class SegmentationDataModule(AnnotatedImagesDataModule):
         self.num_classes = len(self.class_names)
         self.collate_fn = collate_segmentation
 
-    def prepare_data(self) -> None:
-        if self.embedded:
-            shapes.export_shapes(self.root, shapes.DEFAULT_TRAIN, shapes.DEFAULT_VAL, shapes.DEFAULT_TEST)
-
     def transform(self, train: bool) -> Callable:
         hp = self.hparams
         return segmentation_transform(

@@ -23,17 +23,16 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from lit_models.datamodules.base import check_fractions, default_cache_dir
 from lit_models.datamodules.files import DataError
+from lit_models.datamodules.loaders import split_batch_size, split_loader
 from lit_models.datamodules.sequence_files import SequenceArrays, read_sequences
 from lit_models.datamodules.sources import mnist1d
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
 from lit_models.datamodules.text import TextDataModule
-from lit_models.preemption import worker_init_fn
 
 __all__ = [
     "AddingProblemDataModule",
@@ -105,23 +104,13 @@ class SequenceDataModule(pl.LightningDataModule):
         hp = self.hparams
         if split not in self.datasets:
             raise DataError(self.missing_split(split))
-        dataset = self.datasets[split]
-        sampler = None
-        if not train and self.trainer is not None and self.trainer.world_size > 1:
-            # Each rank evaluates a disjoint shard, every sequence exactly once (DistributedSampler would repeat some).
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
-            sampler=sampler,
+        return split_loader(
+            self.datasets[split],
+            train=train,
+            batch_size=split_batch_size(hp, train),
             num_workers=hp.num_workers,
+            trainer=self.trainer,
             collate_fn=collate_sequences,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=hp.num_workers > 0,
-            worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -137,8 +126,9 @@ class SequenceDataModule(pl.LightningDataModule):
         return self.loader("test" if "test" in self.datasets else "val", train=False)
 
 
-class ArraysDataModule(SequenceDataModule):
-    """Shared by the file-backed modules: checks train/test agreement and holds validation out of train."""
+class InMemorySequenceDataModule(SequenceDataModule):
+    """Sequences read whole into memory (``SequenceArrays``, from NPZ or CSV files): the base of ``ArrayDataModule``
+    and ``MNIST1DDataModule``. Checks train/test agreement and holds validation out of train."""
 
     def fill_datasets(
         self, train: SequenceArrays, test: SequenceArrays | None, val_fraction: float, seed: int | None
@@ -172,7 +162,7 @@ class ArraysDataModule(SequenceDataModule):
             )
 
 
-class ArrayDataModule(ArraysDataModule):
+class ArrayDataModule(InMemorySequenceDataModule):
     """Labelled sequences from an NPZ or CSV file (formats: ``lit_models.datamodules.sequence_files``).
 
     ``num_classes``, ``class_names`` and ``input_size`` need the training file's labels and shape: they are read
@@ -264,7 +254,7 @@ class ArrayDataModule(ArraysDataModule):
         self.fill_datasets(self.train_arrays, test, hp.val_fraction, hp.split_seed)
 
 
-class MNIST1DDataModule(ArraysDataModule):
+class MNIST1DDataModule(InMemorySequenceDataModule):
     """MNIST-1D (Greydanus 2020): 10 classes of length-40 1-D digits, 4,000 train and 1,000 test, generated locally.
 
     ``prepare_data`` generates the sequences once with the ``mnist1d`` package (its ``make_dataset``, never

@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lit_models.datamodules.base import default_cache_dir
 from lit_models.datamodules.files import DataError
+from lit_models.datamodules.loaders import split_batch_size, split_loader
 from lit_models.datamodules.sources import pydoc_topics
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
-from lit_models.preemption import worker_init_fn
 
 log = logging.getLogger(__name__)
 
@@ -306,14 +306,12 @@ class TextDataModule(pl.LightningDataModule):
         hp = self.hparams
         if not self.ids:
             raise DataError("call setup() before asking for a dataloader (a Trainer does this itself).")
-        batch_size = hp.batch_size if split == "train" else (hp.eval_batch_size or hp.batch_size)
-        return DataLoader(
-            self.streams(split, batch_size),
+        train = split == "train"
+        return split_loader(
+            self.streams(split, split_batch_size(hp, train)),
+            train=train,
             batch_size=None,  # items are whole batches
             num_workers=hp.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=hp.num_workers > 0,
-            worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
         )
 
     def train_dataloader(self) -> DataLoader:

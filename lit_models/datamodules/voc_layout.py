@@ -1,4 +1,5 @@
-"""The PASCAL VOC layout's shared pieces: its class lists (VOC's 21, or root/class_names.txt) and split lists."""
+"""The PASCAL VOC layout's shared pieces: its class lists (VOC's 21, or root/class_names.txt), its colour map
+and split lists."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ VOC_CLASS_NAMES = [
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 ]  # fmt: skip
 CLASS_NAMES_FILE = "class_names.txt"
+
+
+def voc_palette() -> list[int]:
+    """The PASCAL VOC colour map: 256 RGB entries, flattened as PIL's ``putpalette`` expects.
+
+    VOC spreads the bits of each index over the three channels, most significant first, so neighbouring
+    class indices get clearly different colours: 0 is black, 1 is (128, 0, 0), 255 (void) is (224, 224, 192).
+    """
+    palette = []
+    for index in range(256):
+        red = green = blue = 0
+        bits = index
+        for shift in range(7, -1, -1):
+            red |= (bits & 1) << shift
+            green |= ((bits >> 1) & 1) << shift
+            blue |= ((bits >> 2) & 1) << shift
+            bits >>= 3
+        palette.extend((red, green, blue))
+    return palette
 
 
 def read_class_names(root: Path, given: list[str] | None, default: list[str] | None) -> list[str]:

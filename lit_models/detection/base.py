@@ -23,13 +23,6 @@ log = logging.getLogger(__name__)
 LOGGED = ("map_50", "map", "map_75", "mar_100")
 
 
-def split_detection_batch(batch: Any) -> tuple[Tensor | list[Tensor], list[dict] | None]:
-    """Our DataModule yields dicts; (images, targets) tuples from torchvision-style loaders work too."""
-    if isinstance(batch, Mapping):
-        return batch["image"], batch.get("target")
-    return batch[0], batch[1] if len(batch) > 1 else None
-
-
 class Detector(TaskModule):
     """The detection loop shared by every architecture.
 
@@ -43,29 +36,35 @@ class Detector(TaskModule):
 
     Detectors that classify precomputed region proposals (R-CNN, SPPNet, Fast R-CNN) set ``uses_proposals``:
     their nets take ``loss(images, targets, proposals)`` and ``predict(images, proposals)``, with the batch's
-    ``proposals`` (R x 4 per image, from ``DetectionDataModule(proposals=...)``).
+    ``proposals`` (R x 4 per image, from ``DetectionDataModule(proposals=...)``). An architecture's module
+    defines ``build_net``, to which the rest of the constructor's arguments go.
+
+    Args:
+        num_classes: Classes including background (set from the data by the CLI).
+        weights_backbone: Classifier weights for the backbone (torchvision state dict or lit-models checkpoint);
+            a VGG-16 trunk with a 4096-wide head also initialises fc6/fc7 from them, as the papers do.
     """
 
     monitor = "val/map_50"
     prediction_writer = DetectionWriter
+    target = "target"
     uses_proposals = False
 
     def __init__(
         self,
-        net: nn.Module,
-        num_classes: int,
+        num_classes: int = 21,
+        weights_backbone: str | None = None,
+        bias_lr_mult: float = 1.0,
+        bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **net_args: Any,
     ) -> None:
-        """Wrap a detection network.
-
-        Args:
-            net: The network, with ``loss`` and ``predict`` as above.
-            num_classes: Number of classes, background included (set from the data by the CLI).
-            optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Paper recipes are in configs/.
-            lr_scheduler: LR scheduler factory; default none.
-        """
-        super().__init__(net, num_classes, optimizer, lr_scheduler)
+        """Build the architecture's net, with ``loss`` and ``predict`` as above."""
+        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler)
+        self.net = self.build_net(num_classes, **net_args)
+        if weights_backbone:
+            self.net.load_backbone_weights(weights_backbone)
         self.val_map = mean_average_precision()
         self.test_map = mean_average_precision()
         # VOC's per-class table: AP at IoU 0.5 only (class_metrics reports per class at the given thresholds).
@@ -93,6 +92,10 @@ class Detector(TaskModule):
                 "by prepare_data, and cached beside the data (data.proposal_dir)."
             )
 
+    def build_net(self, num_classes: int, **net_args: Any) -> nn.Module:
+        """The architecture's network, from the constructor's ``**net_args`` (each module defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_net")
+
     def forward(self, images: Tensor | list[Tensor], proposals: list[Tensor] | None = None) -> list[dict[str, Tensor]]:
         return self.net.predict(images, proposals) if self.uses_proposals else self.net.predict(images)
 
@@ -109,11 +112,11 @@ class Detector(TaskModule):
         return found
 
     def detect(self, batch: Any) -> list[dict[str, Tensor]]:
-        images, _ = split_detection_batch(batch)
+        images, _ = self.split(batch)
         return self(images, self.proposals(batch))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images, targets = split_detection_batch(batch)
+        images, targets = self.split(batch)
         extra = [] if not self.uses_proposals else [self.proposals(batch)]
         parts = self.net.loss(images, targets, *extra)
         loss = torch.stack(list(parts.values())).sum()
@@ -123,11 +126,11 @@ class Detector(TaskModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        _, targets = split_detection_batch(batch)
+        _, targets = self.split(batch)
         self.val_map.update(self.detect(batch), evaluation_targets(targets))
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        _, targets = split_detection_batch(batch)
+        _, targets = self.split(batch)
         detections, truth = self.detect(batch), evaluation_targets(targets)
         self.test_map.update(detections, truth)
         self.test_class_ap.update(detections, truth)
@@ -145,10 +148,8 @@ class Detector(TaskModule):
         self.log_map("test", self.test_map)
         gather_images(self.test_class_ap)
         result = self.test_class_ap.compute()
-        names = self.class_names or [str(index) for index in range(self.num_classes)]
         # -1 marks a class with neither ground truth nor detections in the split: not measured.
-        for label, ap in zip(result["classes"].tolist(), result["map_per_class"].reshape(-1).tolist(), strict=True):
-            self.log(f"test/ap_50/{names[label]}", ap)
+        self.log_per_class("test/ap_50", result["map_per_class"].reshape(-1).tolist(), result["classes"].tolist())
         self.test_class_ap.reset()
 
     @torch.no_grad()
@@ -162,11 +163,11 @@ class Detector(TaskModule):
             min_score: Lowest score of a detection drawn.
             most: Most detections drawn per image, the highest scoring.
         """
-        images, targets = split_detection_batch(batch)
+        images, targets = self.split(batch)
         images = images[:count]
         proposals = self.proposals(batch)
         found = self(images, proposals[:count] if proposals is not None else None)
-        names = self.class_names or [str(index) for index in range(self.num_classes)]
+        names = self.display_names
         mean, std = image_statistics(self)
         shown = []
         for index, (image, detections) in enumerate(zip(images, found, strict=True)):
@@ -183,7 +184,7 @@ class Detector(TaskModule):
         return shown
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        images, _ = split_detection_batch(batch)
+        images, _ = self.split(batch)
         meta = batch if isinstance(batch, Mapping) else {}
         detections = self.detect(batch)
         originals = meta.get("orig_size") or [tuple(image.shape[-2:]) for image in images]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from typing import Any
+
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
@@ -23,27 +24,21 @@ class StagedDetector(Detector):
 
     uses_proposals = True
 
-    def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int,
-        finetune_epochs: int,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-    ) -> None:
-        """Wrap a staged proposal detector (``net.stage`` is "finetune" or "svm").
+    def build_net(self, num_classes: int, finetune_epochs: int = 10, **net_args: Any) -> nn.Module:
+        """The architecture's staged net (``build_staged_net``; ``net.stage`` is "finetune" or "svm"). One optimizer
+        serves both stages: frozen parameters get no gradient.
 
         Args:
-            net: The network (``RCNNNet`` or ``SPPNetNet``).
-            num_classes: Classes including background.
             finetune_epochs: Epochs of softmax fine-tuning before the SVM stage.
-            optimizer: Optimizer factory (one optimizer for both stages: frozen parameters get no gradient).
-            lr_scheduler: LR scheduler factory.
         """
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
-        super().__init__(net, num_classes, optimizer, lr_scheduler)
         self.finetune_epochs = finetune_epochs
+        return self.build_staged_net(num_classes, **net_args)
+
+    def build_staged_net(self, num_classes: int, **net_args: Any) -> nn.Module:
+        """The architecture's network (R-CNN's or SPPNet's), from the constructor's remaining ``**net_args``."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_staged_net")
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

@@ -81,7 +81,7 @@ class AlexNet(nn.Module):
         variant: Literal["paper", "torchvision"] = "paper",
         two_tower: bool = False,
         width_mult: float = 1.0,
-        hidden: int = 4096,
+        representation_size: int = 4096,
         dropout: float = 0.5,
         init: Literal["torch", "paper", "kaiming"] = "torch",
     ) -> None:
@@ -96,7 +96,7 @@ class AlexNet(nn.Module):
                 model did (about 1.4 M fewer parameters).
             width_mult: Multiplier on every conv channel count (rounded, at least 1; kept even with
                 ``two_tower``). A size knob for tests and small data.
-            hidden: Width of the two hidden fully connected layers (4096 in the paper).
+            representation_size: Width of the two hidden fully connected layers (4096 in the paper).
             dropout: Dropout probability before each hidden fully connected layer.
             init: Weight initialisation: "torch" (layer defaults), "paper" (§5: N(0, 0.01) weights, biases 1
                 in conv2/4/5 and the hidden FC layers) or "kaiming" (He et al. 2015, fan-in).
@@ -110,8 +110,8 @@ class AlexNet(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not width_mult > 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        if representation_size < 1:
+            raise ValueError(f"representation_size must be >= 1, got {representation_size}")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
 
@@ -158,12 +158,12 @@ class AlexNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
-            nn.Linear(c5 * 6 * 6, hidden),  # N x 9216 -> N x 4096
+            nn.Linear(c5 * 6 * 6, representation_size),  # N x 9216 -> N x 4096
             nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
-            nn.Linear(hidden, hidden),
+            nn.Linear(representation_size, representation_size),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_classes),
+            nn.Linear(representation_size, num_classes),
         )
         if init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {init!r}")

@@ -3,14 +3,14 @@
 A trunk is the classifier without its pooling and classifier layers, cut at stride 16 (Faster R-CNN's conv5_3 of
 VGG-16, or ResNet's conv4_x as in the ResNet paper's detection experiments) or 32 (the whole convolutional part).
 Its parameter names are the classifier's (``features.N`` for VGG, ``layer3.0.conv1`` for ResNet) under ``body.``,
-so classifier weights load through :meth:`Trunk.load_classifier_weights`.
+so classifier weights load through :meth:`Trunk.load_backbone_weights`.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
@@ -18,16 +18,25 @@ from lit_models.nets.resnet import ResNet
 from lit_models.nets.vgg import VGG
 from lit_models.nets.weights import load_weights
 
-BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "resnet101")
 Backbone = Literal["vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
+BACKBONES: tuple[str, ...] = get_args(Backbone)
 
 
-def classifier(name: str, width_mult: float, batch_norm: bool, num_classes: int = 1000) -> VGG | ResNet:
-    """The classifier a trunk is cut from (also what its weight files were saved from)."""
+def classifier(
+    name: str, width_mult: float, batch_norm: bool, num_classes: int = 1000, representation_size: int = 4096
+) -> VGG | ResNet:
+    """The classifier a trunk is cut from (also what its weight files were saved from); ``representation_size``
+    is VGG's fc6/fc7 width (ResNets have none)."""
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
     if name == "vgg16":
-        return VGG(depth=16, num_classes=num_classes, batch_norm=batch_norm, width_mult=width_mult)
+        return VGG(
+            depth=16,
+            num_classes=num_classes,
+            batch_norm=batch_norm,
+            width_mult=width_mult,
+            representation_size=representation_size,
+        )
     return ResNet(depth=int(name.removeprefix("resnet")), num_classes=num_classes, width_mult=width_mult)
 
 
@@ -67,9 +76,10 @@ class Trunk(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
 
-    def load_classifier_weights(self, path: str | os.PathLike) -> VGG | ResNet:
+    def load_backbone_weights(self, path: str | os.PathLike) -> VGG | ResNet:
         """Copy a classifier's weights (torchvision state dict or lit-models checkpoint, any head size) into the
-        trunk; return the loaded classifier, whose other layers a detector may also want (VGG's fc6/fc7)."""
+        trunk; return the loaded classifier, whose other layers a detector may also want (VGG's fc6/fc7, for
+        :func:`copy_vgg_fc`)."""
         net = classifier(self.name, self.width_mult, self.batch_norm)
         load_weights(net, path, num_classes=1000)
         self.body.load_state_dict(cut(net, self.stride).state_dict())

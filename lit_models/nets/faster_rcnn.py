@@ -11,7 +11,7 @@ Deviations from the paper:
 * Training is end to end (the paper's "approximate joint training", §3.2, which it reports as equally accurate and
   faster), not the 4-step alternating scheme. Background RoIs are those under IoU 0.5 (the paper: [0.1, 0.5)).
 * The RoI head is a two-layer MLP without dropout. With VGG-16 and ``representation_size=4096`` it has the shape
-  of VGG's fc6/fc7, and :meth:`FasterRCNNNet.load_backbone` initialises it from them as the paper does.
+  of VGG's fc6/fc7, and :meth:`FasterRCNNNet.load_backbone_weights` initialises it from them as the paper does.
 * ResNet trunks end at conv4_x (stride 16) and feed the MLP head; the ResNet paper instead runs conv5_x on
   each RoI, which is far too slow for a CPU.
 * Images are normalised by the DataModule, so the model's own transform only resizes (``min_size``/``max_size``,
@@ -73,7 +73,32 @@ class FasterRCNNNet(FasterRCNN):
         box_nms_thresh: float = 0.3,
         box_detections_per_img: int = 100,
     ) -> None:
-        """Build the detector (arguments as :class:`lit_models.FasterRCNN` documents them)."""
+        """Build the detector.
+
+        Args:
+            num_classes: Classes including the background (21 for PASCAL VOC).
+            backbone: Trunk: "vgg16" (the paper's, to conv5_3) or "resnet18/34/50/101" (to conv4_x); stride 16.
+            width_mult: Channel multiplier of the trunk (a size knob for tests and CPU configs).
+            batch_norm: VGG-16 with BatchNorm (ResNets always have it).
+            frozen_layers: First convolutions kept fixed, their batch norms too (the paper: 4, VGG's conv1_x and
+                conv2_x, with ImageNet weights; 0 when training from scratch).
+            min_size: Shorter image side after the model's resize (paper: 600).
+            max_size: Longest side cap (paper: 1000).
+            anchor_sizes: Anchor box sides in input pixels (paper: 128, 256, 512).
+            aspect_ratios: Anchor height/width ratios (paper: 0.5, 1, 2).
+            rpn_pre_nms_top_n_train: Proposals kept before the RPN's NMS, training.
+            rpn_post_nms_top_n_train: Proposals kept after it, training (paper: 2000).
+            rpn_pre_nms_top_n_test: Before NMS, evaluation.
+            rpn_post_nms_top_n_test: After NMS, evaluation (paper: 300).
+            rpn_batch_size_per_image: Anchors sampled per image for the RPN loss, half positive (paper: 256).
+            roi_pool: "pool" (RoI max pooling, the paper) or "align" (RoIAlign, Mask R-CNN's).
+            sampling_ratio: RoIAlign's bilinear samples per bin side (Mask R-CNN: 2; 1 costs a quarter).
+            representation_size: Width of the two fully connected head layers (VGG's fc6/fc7: 4096).
+            box_batch_size_per_image: RoIs sampled per image for the head's loss, a quarter foreground (128).
+            box_score_thresh: Detections below this score are dropped (0.05, as mAP evaluation wants).
+            box_nms_thresh: Per-class NMS IoU at test (paper: 0.3).
+            box_detections_per_img: Most detections kept per image (100).
+        """
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
         if roi_pool not in ("pool", "align"):
@@ -115,10 +140,11 @@ class FasterRCNNNet(FasterRCNN):
         """Per image: boxes (xyxy, input pixels), scores and labels (1..K) after per-class NMS."""
         return self(list(images))
 
-    def load_backbone(self, path: str | os.PathLike) -> None:
-        """Initialise the trunk (and, for VGG-16 with a 4096-wide head, fc6/fc7) from classifier weights."""
+    def load_backbone_weights(self, path: str | os.PathLike) -> None:
+        """Initialise the trunk (and, for VGG-16 with a 4096-wide head, fc6/fc7) from classifier weights
+        (torchvision state dict or lit-models checkpoint, any head size)."""
         trunk: Trunk = self.backbone
-        classifier = trunk.load_classifier_weights(path)  # the file is read once, for the trunk and the head
+        classifier = trunk.load_backbone_weights(path)  # the file is read once, for the trunk and the head
         head: TwoMLPHead = self.roi_heads.box_head
         # fc6 sees the 7x7 pooled conv5_3 exactly as VGG's first Linear sees pool5: the paper copies both.
         copy_vgg_fc(classifier, head.fc6, head.fc7)

@@ -12,15 +12,17 @@ convolutionalize: its score layer reads layer4 directly.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from lit_models.nets.backbones import BACKBONES, Backbone, classifier
 from lit_models.nets.resnet import ResNet
 from lit_models.nets.vgg import VGG
+from lit_models.nets.weights import load_weights
 
-Backbone = Literal["vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
 STRIDES = {"32s": 32, "16s": 16, "8s": 8}
 # VGG: crop offsets of the reference Caffe nets (fcn.berkeleyvision.org) given conv1_1's padding of 100.
 VGG_SKIP_OFFSETS = (5, 9)  # score_pool4, score_pool3
@@ -78,9 +80,15 @@ def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 class VGGEncoder(nn.Module):
     """VGG-16 convolutions (conv1_1 padded by 100, ceil-mode pooling) + fc6/fc7 as convolutions."""
 
-    def __init__(self, width_mult: float, hidden: int, dropout: float, batch_norm: bool = False) -> None:
+    def __init__(self, width_mult: float, representation_size: int, dropout: float, batch_norm: bool = False) -> None:
         super().__init__()
-        vgg = VGG(depth=16, num_classes=1, batch_norm=batch_norm, width_mult=width_mult, hidden=hidden)
+        vgg = VGG(
+            depth=16,
+            num_classes=1,
+            batch_norm=batch_norm,
+            width_mult=width_mult,
+            representation_size=representation_size,
+        )
         self.features = vgg.features
         self.features[0].padding = (100, 100)
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
@@ -89,9 +97,9 @@ class VGGEncoder(nn.Module):
         self.pool3_end, self.pool4_end = pools[2] + 1, pools[3] + 1
         convs = [m.out_channels for m in self.features if isinstance(m, nn.Conv2d)]
         # conv3_3, conv4_3 and conv5_3 feed pool3, pool4 and pool5.
-        self.channels = (convs[6], convs[9], hidden)
-        self.fc6 = nn.Conv2d(convs[12], hidden, 7)  # = Linear(512*7*7, 4096), reshaped
-        self.fc7 = nn.Conv2d(hidden, hidden, 1)  # = Linear(4096, 4096), reshaped
+        self.channels = (convs[6], convs[9], representation_size)
+        self.fc6 = nn.Conv2d(convs[12], representation_size, 7)  # = Linear(512*7*7, 4096), reshaped
+        self.fc7 = nn.Conv2d(representation_size, representation_size, 1)  # = Linear(4096, 4096), reshaped
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)  # element-wise, as Caffe's dropout in the reference nets
 
@@ -131,7 +139,7 @@ class FCN(nn.Module):
         variant: Literal["32s", "16s", "8s"] = "8s",
         backbone: Backbone = "vgg16",
         width_mult: float = 1.0,
-        hidden: int = 4096,
+        representation_size: int = 4096,
         dropout: float = 0.5,
         batch_norm: bool = False,
     ) -> None:
@@ -142,7 +150,7 @@ class FCN(nn.Module):
             variant: "32s" (one 32x upsampling), "16s" (+ pool4 skip) or "8s" (+ pool3 skip).
             backbone: "vgg16" (the paper's) or "resnet18/34/50/101".
             width_mult: Multiplies the backbone's convolution widths (size knob for tests and CPUs).
-            hidden: Channels of fc6/fc7 (4096 in VGG-16; VGG backbone only).
+            representation_size: Channels of fc6/fc7 (4096 in VGG-16; VGG backbone only).
             dropout: Dropout after fc6 and fc7, as in the classifier they come from (VGG backbone only).
             batch_norm: VGG-16 with batch norm after every convolution (torchvision's vgg16_bn; not in the paper,
                 whose VGG-16 came pretrained on ImageNet): lets the VGG backbone train from scratch.
@@ -150,17 +158,18 @@ class FCN(nn.Module):
         super().__init__()
         if variant not in STRIDES:
             raise ValueError(f"FCN variant must be one of {list(STRIDES)}, got {variant!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"FCN backbone must be one of {BACKBONES}, got {backbone!r}")
         if backbone == "vgg16":
-            self.encoder: nn.Module = VGGEncoder(width_mult, hidden, dropout, batch_norm)
+            self.encoder: nn.Module = VGGEncoder(width_mult, representation_size, dropout, batch_norm)
             self.skip_offsets, self.up_offset = VGG_SKIP_OFFSETS, 0
             self.final_offset = VGG_FINAL_OFFSETS[variant]
-        elif backbone.startswith("resnet") and backbone[6:].isdigit() and int(backbone[6:]) in (18, 34, 50, 101):
-            self.encoder = ResNetEncoder(int(backbone[6:]), width_mult)
+        else:
+            self.encoder = ResNetEncoder(int(backbone.removeprefix("resnet")), width_mult)
             # "Same"-padded stages put stride-s feature i at input pixel s*i; so do "same" upsamplers: no offsets.
             self.skip_offsets, self.up_offset, self.final_offset = (0, 0), 0, 0
-        else:
-            raise ValueError(f"FCN backbone must be one of {Backbone.__args__}, got {backbone!r}")
-        self.variant = variant
+        self.variant, self.backbone, self.width_mult = variant, backbone, width_mult
+        self.representation_size, self.batch_norm = representation_size, batch_norm
         same = backbone != "vgg16"
         stride8_channels, stride16_channels, top_channels = self.encoder.channels
         self.score_fr = nn.Conv2d(top_channels, num_classes, 1)
@@ -171,6 +180,17 @@ class FCN(nn.Module):
         if variant == "8s":
             self.upscore_pool4 = upsampler(num_classes, 2, same)
             self.score_pool3 = zero_conv(stride8_channels, num_classes)
+
+    def load_backbone_weights(self, path: str | os.PathLike) -> None:
+        """Initialise the encoder from classifier weights (torchvision state dict or lit-models checkpoint, any
+        head size), read through the classifier they were saved from: VGG-16 (fc6/fc7 as wide as
+        ``representation_size``), whose fc6/fc7 are convolutionalized, or a ResNet, whose fc is dropped."""
+        net = classifier(self.backbone, self.width_mult, self.batch_norm, representation_size=self.representation_size)
+        load_weights(net, path, num_classes=1000)
+        if isinstance(net, VGG):
+            self.convolutionalize(net)
+        else:
+            self.encoder.net.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("fc.")})
 
     def convolutionalize(self, vgg: VGG) -> None:
         """Copy a VGG-16 classifier's convolutions and fc6/fc7 into the encoder (their parameters, reshaped)."""

@@ -7,8 +7,8 @@ feed fc6/fc7, whose output the per-class linear SVMs score, and class-specific b
 from pool5 (Appendix C). Training is the paper's in stages (§2.3): the CNN is fine-tuned with a softmax over
 warped proposals (foreground at IoU >= 0.5, the rest background), then frozen while the SVMs (positives: the
 ground-truth boxes; negatives: proposals under IoU 0.3 with every box of the class) and the box regressors
-(proposals over IoU 0.6) are trained. :mod:`lit_models.nets.region_heads` holds the shared parts and how the SVM
-stage is done online.
+(proposals over IoU 0.6) are trained. :mod:`lit_models.nets.region_detector` holds the shared parts and how the
+SVM stage is done online.
 
 The warp is ``torchvision.ops.roi_align`` with one bilinear sample per output pixel (``aligned=True``): a bilinear
 resize of the window without antialiasing, as the paper's image warp; a window of exactly ``warp_size`` pixels is
@@ -21,7 +21,7 @@ Deviations from the paper:
 * The CNN is a classifier's whole convolutional part (VGG-16's pool5 kept, or a ResNet), then an adaptive
   max pool to ``pool_size`` x ``pool_size`` (identity for VGG-16 at 224 px: exactly pool5). The paper's networks
   are AlexNet at 227 px (its "T-Net") and VGG-16 at 224 ("O-Net").
-* The SVMs and box regressors are trained by SGD in the training loop (region_heads), not from a feature cache.
+* The SVMs and box regressors are trained by SGD in the training loop (region_detector), not from a feature cache.
 * ``rois_per_image`` windows per image and step (default 64: the paper's 128-window mini-batch with 2 images per
   batch), of which ``fg_fraction`` (a quarter, the paper's 32 of 128) foreground; the paper samples the 128
   uniformly over all images' windows.
@@ -35,7 +35,7 @@ from torchvision.ops import roi_align
 
 from lit_models.nets.backbones import Backbone, Trunk
 from lit_models.nets.checks import check_args
-from lit_models.nets.region_heads import RegionDetectorNet
+from lit_models.nets.region_detector import RegionDetectorNet
 
 
 def context_windows(boxes: Tensor, warp_size: int, padding: int) -> Tensor:
@@ -62,21 +62,11 @@ class RCNNNet(RegionDetectorNet):
         backbone: Backbone = "vgg16",
         width_mult: float = 1.0,
         batch_norm: bool = False,
-        frozen_layers: int = 0,
         warp_size: int = 224,
         context_padding: int = 16,
         pool_size: int = 7,
-        representation_size: int = 4096,
-        dropout: float = 0.5,
-        rois_per_image: int = 64,
-        fg_fraction: float = 0.25,
-        fg_iou: float = 0.5,
-        svm_neg_iou: float = 0.3,
-        box_reg_iou: float = 0.6,
         crop_batch_size: int = 128,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.3,
-        detections_per_img: int = 100,
+        **head_args,
     ) -> None:
         """Build the network.
 
@@ -85,21 +75,13 @@ class RCNNNet(RegionDetectorNet):
             backbone: "vgg16" or "resnet18/34/50/101": its whole convolutional part (stride 32).
             width_mult: Channel multiplier of the CNN (a size knob for tests and CPUs).
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
-            frozen_layers: First convolutions kept fixed.
             warp_size: Side of the square each proposal is warped to (VGG-16: 224; the paper's AlexNet: 227).
             context_padding: Pixels of context around the proposal in the warped frame (paper: 16).
             pool_size: The CNN's output is max-pooled to this square before fc6 (7: VGG-16's pool5 at 224 px).
-            representation_size: Width of fc6 and fc7 (4096).
-            dropout: Dropout after fc6 and fc7 (0.5).
-            rois_per_image: Proposals sampled per image and step (64: the paper's 128 over 2 images).
-            fg_fraction: Largest share of foreground in fine-tuning (0.25: the paper's 32 of 128).
-            fg_iou: Fine-tuning: foreground from this IoU with a ground-truth box, background below (0.5).
-            svm_neg_iou: A proposal is an SVM negative for a class under this IoU with all its boxes (0.3).
-            box_reg_iou: Proposals from this IoU with a ground-truth box train its class's regressor (0.6).
             crop_batch_size: Warped proposals per CNN forward: bounds the memory of inference, not its results.
-            score_thresh: Detections scoring below this are dropped (0.05).
-            nms_thresh: IoU of per-class NMS (0.3).
-            detections_per_img: Most detections returned per image (100).
+            head_args: The head's sampling, training and test settings: :class:`RegionDetectorNet`'s keyword
+                arguments (its ``bg_iou`` default, [0, fg_iou), is R-CNN's §2.3: every proposal under the
+                foreground IoU is background).
         """
         check_args("RCNNNet", [
             ("warp_size", warp_size, warp_size >= 32, ">= 32 (the CNN's stride)"),
@@ -109,22 +91,7 @@ class RCNNNet(RegionDetectorNet):
         ])  # fmt: skip
         trunk = Trunk(backbone, width_mult, batch_norm, stride=32)
         super().__init__(
-            num_classes,
-            trunk,
-            pooled_size=trunk.out_channels * pool_size**2,
-            scheme="staged",
-            frozen_layers=frozen_layers,
-            representation_size=representation_size,
-            dropout=dropout,
-            rois_per_image=rois_per_image,
-            fg_fraction=fg_fraction,
-            fg_iou=fg_iou,
-            bg_iou=(0.0, fg_iou),  # R-CNN §2.3: every proposal under the foreground IoU is background
-            svm_neg_iou=svm_neg_iou,
-            box_reg_iou=box_reg_iou,
-            score_thresh=score_thresh,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
+            num_classes, trunk, pooled_size=trunk.out_channels * pool_size**2, scheme="staged", **head_args
         )
         self.warp_size, self.context_padding, self.crop_batch_size = warp_size, context_padding, crop_batch_size
         self.pool = nn.AdaptiveMaxPool2d(pool_size)

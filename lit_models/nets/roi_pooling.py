@@ -7,6 +7,9 @@ torchvision's op on each share at once (the op releases the GIL): the same tenso
 On 2 cores, 1,322 windows of one shapes scene (128 channels, 16 x 16 map) took 8.3 instead of 12.7 ms to 4 x 4 and
 27 instead of 49 ms to 7 x 7. The list-of-boxes form is converted as torchvision's private
 ``convert_boxes_to_roi_format`` does, so that the shares can be cut from one K x 5 tensor.
+
+:func:`roi_pool_windows` gives the feature-map cells the op reads for each RoI, so that RoIs on the same cells can be
+pooled once.
 """
 
 from __future__ import annotations
@@ -43,3 +46,12 @@ def roi_pool(features: Tensor, boxes: Tensor | list[Tensor], output_size: int, s
 def _with_image_index(boxes: list[Tensor]) -> Tensor:
     """Each image's R_i x 4 boxes -> one sum(R_i) x 5 tensor led by the image's index (torchvision's RoI format)."""
     return torch.cat([torch.cat([box.new_full((len(box), 1), i), box], 1) for i, box in enumerate(boxes)])
+
+
+def roi_pool_windows(rois: Tensor, spatial_scale: float) -> Tensor:
+    """R x 4 RoIs -> the R x 4 feature-map cells ``torchvision.ops.roi_pool`` quantises them to: C's ``round`` of
+    each coordinate times the scale, halves away from zero (``torch.round`` would round them to even)."""
+    scaled = (rois * spatial_scale).abs()
+    floor = scaled.floor()
+    rounded = torch.where(scaled - floor == 0.5, floor + 1, scaled.round())
+    return (rounded * rois.sign()).to(torch.int64)

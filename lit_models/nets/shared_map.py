@@ -1,4 +1,4 @@
-"""What SPPNet and Fast R-CNN share beyond :mod:`lit_models.nets.region_heads`: the trunk runs once per image, at
+"""What SPPNet and Fast R-CNN share beyond :mod:`lit_models.nets.region_detector`: the trunk runs once per image, at
 the papers' single scale, and every RoI is pooled from its image's stride-16 map.
 
 The scale: both papers resize each image so that its shorter side is ``min_size`` pixels (SPPNet §4: s = 688;
@@ -12,13 +12,16 @@ fall on the same cells and get the same features.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_models.nets.backbones import Trunk
 from lit_models.nets.checks import check_args
-from lit_models.nets.region_heads import RegionDetectorNet, image_sizes, roi_pool_windows
+from lit_models.nets.region_detector import RegionDetectorNet, image_sizes
+from lit_models.nets.roi_pooling import roi_pool_windows
 
 
 def input_scale(size: tuple[int, int], min_size: int | None, max_size: int | None) -> float:
@@ -36,16 +39,28 @@ class SharedMapNet(RegionDetectorNet):
     """A region detector whose RoIs are pooled from one feature map per image (:meth:`pool_rois`, by the
     subclass), computed at the image's ``min_size``/``max_size`` scale."""
 
-    def __init__(self, *args, min_size: int | None, max_size: int | None, quantised: bool, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        trunk: Trunk,
+        pooled_size: int,
+        scheme: Literal["joint", "staged"],
+        *,
+        min_size: int | None,
+        max_size: int | None,
+        quantised: bool,
+        **head_args,
+    ) -> None:
         """``min_size``/``max_size``: the shorter-side target and the longer-side cap of the resize (module
         docstring); ``quantised``: whether the pooling reads whole cells (RoI max pooling), so that proposals on
-        the same cells share their features. The rest goes to :class:`RegionDetectorNet`."""
+        the same cells share their features. The rest goes to :class:`RegionDetectorNet`, written out rather than
+        passed as ``*args`` so that jsonargparse can tell which of its arguments the subclasses set."""
         check_args(type(self).__name__, [
             ("min_size", min_size, min_size is None or min_size >= 1, ">= 1 pixels or null (the image as given)"),
             ("max_size", max_size, max_size is None or max_size >= (min_size or 1),
              f"null or >= min_size ({min_size})"),
         ])  # fmt: skip
-        super().__init__(*args, **kwargs)
+        super().__init__(num_classes, trunk, pooled_size, scheme, **head_args)
         self.min_size, self.max_size, self.quantised = min_size, max_size, quantised
 
     @abstractmethod

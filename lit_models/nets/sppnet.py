@@ -12,7 +12,7 @@ and because roi_pool's bin edges, floor(i * h / m) and ceil((i + 1) * h / m), ar
 most of the pooling at test: {4, 2, 1} costs one roi_pool instead of three.
 
 Training follows R-CNN's stages, as the paper does (fine-tuning, then SVMs on fc7 and box regression on the pooled
-conv5 features); :mod:`lit_models.nets.region_heads` holds them.
+conv5 features); :mod:`lit_models.nets.region_detector` holds them.
 
 Deviations from the paper:
 
@@ -26,8 +26,9 @@ Deviations from the paper:
   it is closest to 224 x 224 pixels.
 * The trunk is a classifier cut at stride 16 (VGG-16's conv5_3, without pool5, or ResNet's conv4_x); the
   paper's is ZF-5. The paper's pyramid gives fc6 a C * 50 input, not VGG-16's 512 * 7 * 7, so
-  :meth:`load_backbone` copies VGG's fc6/fc7 only for a pyramid of 49 bins (``pyramid_levels=(7,)``).
-* SVMs and box regressors are trained online (see region_heads); RoIs are sampled per image (64, a quarter
+  :meth:`~lit_models.nets.region_detector.RegionDetectorNet.load_backbone_weights` copies VGG's fc6/fc7 only for a
+  pyramid of 49 bins (``pyramid_levels=(7,)``).
+* SVMs and box regressors are trained online (see region_detector); RoIs are sampled per image (64, a quarter
   foreground at IoU >= 0.5 for fine-tuning).
 """
 
@@ -52,20 +53,10 @@ class SPPNetNet(SharedMapNet):
         backbone: Backbone = "vgg16",
         width_mult: float = 1.0,
         batch_norm: bool = False,
-        frozen_layers: int = 0,
         min_size: int | None = 688,
         max_size: int | None = None,
         pyramid_levels: tuple[int, ...] = (6, 3, 2, 1),
-        representation_size: int = 4096,
-        dropout: float = 0.5,
-        rois_per_image: int = 64,
-        fg_fraction: float = 0.25,
-        fg_iou: float = 0.5,
-        svm_neg_iou: float = 0.3,
-        box_reg_iou: float = 0.6,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.3,
-        detections_per_img: int = 100,
+        **head_args,
     ) -> None:
         """Build the network.
 
@@ -74,20 +65,12 @@ class SPPNetNet(SharedMapNet):
             backbone: "vgg16" (to conv5_3) or "resnet18/34/50/101" (to conv4_x): stride 16.
             width_mult: Channel multiplier of the trunk (a size knob for tests and CPUs).
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
-            frozen_layers: First convolutions kept fixed (all of them: the paper's fc-only fine-tuning).
             min_size: The image's shorter side before the trunk (the paper's s = 688); None: as given.
             max_size: Cap on the longer side (the paper has none: None).
             pyramid_levels: Bins per side of each pyramid level ((6, 3, 2, 1): the paper's 50 bins).
-            representation_size: Width of fc6 and fc7 (4096).
-            dropout: Dropout after fc6 and fc7 (0.5).
-            rois_per_image: Proposals sampled per image and step (64).
-            fg_fraction: Largest share of foreground in fine-tuning (0.25).
-            fg_iou: Fine-tuning: foreground from this IoU with a ground-truth box, background below (0.5).
-            svm_neg_iou: A proposal is an SVM negative for a class under this IoU with all its boxes (0.3).
-            box_reg_iou: Proposals from this IoU with a ground-truth box train its class's regressor (0.6).
-            score_thresh: Detections scoring below this are dropped (0.05).
-            nms_thresh: IoU of per-class NMS (0.3).
-            detections_per_img: Most detections returned per image (100).
+            head_args: The head's sampling, training and test settings: the keyword arguments of
+                :class:`~lit_models.nets.region_detector.RegionDetectorNet` (its ``bg_iou`` default, [0, fg_iou),
+                is R-CNN's, which the paper follows).
         """
         levels = tuple(pyramid_levels)
         check_args("SPPNetNet", [
@@ -100,21 +83,10 @@ class SPPNetNet(SharedMapNet):
             trunk,
             pooled_size=trunk.out_channels * sum(int(n) ** 2 for n in levels),  # 256 * 50 for ZF-5
             scheme="staged",
-            frozen_layers=frozen_layers,
-            representation_size=representation_size,
-            dropout=dropout,
-            rois_per_image=rois_per_image,
-            fg_fraction=fg_fraction,
-            fg_iou=fg_iou,
-            bg_iou=(0.0, fg_iou),  # as R-CNN: every proposal under the foreground IoU is background
-            svm_neg_iou=svm_neg_iou,
-            box_reg_iou=box_reg_iou,
-            score_thresh=score_thresh,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
             min_size=min_size,
             max_size=max_size,
             quantised=True,  # every pyramid level max-pools the RoI's rounded cells (§2.3's window on the map)
+            **head_args,
         )
         self.pyramid_levels = tuple(int(n) for n in levels)
         self.level_sources = nested_levels(self.pyramid_levels)

@@ -42,7 +42,7 @@ class VGG(nn.Module):
         num_classes: int = 1000,
         batch_norm: bool = False,
         width_mult: float = 1.0,
-        hidden: int = 4096,
+        representation_size: int = 4096,
         dropout: float = 0.5,
     ) -> None:
         """Build the network.
@@ -53,7 +53,7 @@ class VGG(nn.Module):
             batch_norm: Insert BatchNorm2d after every conv (torchvision's ``vgg*_bn``).
             width_mult: Multiplier on every conv channel count (rounded, at least 1). A size knob for
                 tests and small data.
-            hidden: Width of the two hidden fully connected layers (4096 in the paper).
+            representation_size: Width of the two hidden fully connected layers (4096 in the paper).
             dropout: Dropout probability after each hidden fully connected layer.
         """
         super().__init__()
@@ -63,8 +63,8 @@ class VGG(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not width_mult > 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        if representation_size < 1:
+            raise ValueError(f"representation_size must be >= 1, got {representation_size}")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
 
@@ -84,13 +84,13 @@ class VGG(nn.Module):
         # Identity at 224 px; lets other input sizes reach the fixed-size classifier.
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(in_ch * 7 * 7, hidden),  # N x 25088 -> N x 4096
+            nn.Linear(in_ch * 7 * 7, representation_size),  # N x 25088 -> N x 4096
             nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
-            nn.Linear(hidden, hidden),
+            nn.Linear(representation_size, representation_size),
             nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
-            nn.Linear(hidden, num_classes),
+            nn.Linear(representation_size, num_classes),
         )
         self._init_weights()
 

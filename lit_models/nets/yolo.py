@@ -34,12 +34,15 @@ Deviations from the paper:
 
 from __future__ import annotations
 
+import os
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from lit_models.nets.backbones import BACKBONES, Trunk
+from lit_models.nets.backbones import BACKBONES, Backbone, Trunk
 
 # Paper Figure 3, the first 20 convolutional layers: (kernel, out_channels, stride) per convolution ("same"
 # padding), "M" a 2x2/2 max-pool. Five halvings: stride 32, 448 -> 14 x 14 x 1024.
@@ -107,7 +110,7 @@ class YOLOv1Net(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "darknet",
+        backbone: Literal["darknet", Backbone] = "darknet",
         width_mult: float = 1.0,
         batch_norm: bool = False,
         image_size: int = 448,
@@ -115,16 +118,16 @@ class YOLOv1Net(nn.Module):
         boxes_per_cell: int = 2,
         head_channels: int = 1024,
         head_stride: int = 2,
-        head: str = "fc",
+        head: Literal["fc", "conv"] = "fc",
         backbone_stride: int = 32,
-        hidden: int = 4096,
+        representation_size: int = 4096,
         dropout: float = 0.5,
         lambda_coord: float = 5.0,
         lambda_noobj: float = 0.5,
         rescore: bool = True,
-        score_threshold: float = 0.05,
-        nms_threshold: float = 0.5,
-        max_detections: int = 100,
+        box_score_thresh: float = 0.05,
+        box_nms_thresh: float = 0.5,
+        box_detections_per_img: int = 100,
     ) -> None:
         """Build the network.
 
@@ -142,14 +145,14 @@ class YOLOv1Net(nn.Module):
                 (a 1x1 convolution predicts each cell from the feature map's cell at the same place; the feature
                 map must then be S x S). See the module docstring for why the second exists.
             backbone_stride: 32, or 16 for a classifier trunk cut at conv4_x / conv5_3 (finer cells for small inputs).
-            hidden: Width of the first fully connected layer (4096).
+            representation_size: Width of the first fully connected layer (4096).
             dropout: Dropout after the first fully connected layer (0.5).
             lambda_coord: Weight of the box coordinate errors (5).
             lambda_noobj: Weight of the confidence errors of predictors without an object (0.5).
             rescore: Confidence target = IoU of the predicted box with the truth (the paper); False: 1.
-            score_threshold: Class-specific confidence under which :meth:`predict` drops a box.
-            nms_threshold: IoU above which per-class NMS suppresses the lower-scored box.
-            max_detections: Most boxes per image returned by :meth:`predict`.
+            box_score_thresh: Class-specific confidence under which :meth:`predict` drops a box.
+            box_nms_thresh: IoU above which per-class NMS suppresses the lower-scored box.
+            box_detections_per_img: Most boxes per image returned by :meth:`predict`.
         """
         super().__init__()
         darknet = backbone == "darknet"
@@ -165,20 +168,21 @@ class YOLOv1Net(nn.Module):
             ("head", head, head in ("fc", "conv"), "'fc' or 'conv'"),
             ("backbone_stride", backbone_stride, backbone_stride in (16, 32), "16 or 32"),
             ("backbone_stride", backbone_stride, backbone_stride == 32 or not darknet, "32 with darknet"),
-            ("hidden", hidden, hidden >= 1, ">= 1"),
+            ("representation_size", representation_size, representation_size >= 1, ">= 1"),
             ("dropout", dropout, 0 <= dropout <= 1, "in [0, 1]"),
             ("lambda_coord", lambda_coord, lambda_coord >= 0, ">= 0"),
             ("lambda_noobj", lambda_noobj, lambda_noobj >= 0, ">= 0"),
-            ("score_threshold", score_threshold, 0 <= score_threshold <= 1, "in [0, 1]"),
-            ("nms_threshold", nms_threshold, 0 <= nms_threshold <= 1, "in [0, 1]"),
-            ("max_detections", max_detections, max_detections >= 1, ">= 1"),
+            ("box_score_thresh", box_score_thresh, 0 <= box_score_thresh <= 1, "in [0, 1]"),
+            ("box_nms_thresh", box_nms_thresh, 0 <= box_nms_thresh <= 1, "in [0, 1]"),
+            ("box_detections_per_img", box_detections_per_img, box_detections_per_img >= 1, ">= 1"),
         ):
             if not ok:
                 raise ValueError(f"YOLOv1Net {name} must be {rule}, got {value!r}")
         self.num_fg, self.image_size = num_classes - 1, image_size  # C: the classes without the background
         self.grid_size, self.boxes_per_cell = grid_size, boxes_per_cell
         self.lambda_coord, self.lambda_noobj, self.rescore = lambda_coord, lambda_noobj, rescore
-        self.score_threshold, self.nms_threshold, self.max_detections = score_threshold, nms_threshold, max_detections
+        self.box_score_thresh, self.box_nms_thresh = box_score_thresh, box_nms_thresh
+        self.box_detections_per_img = box_detections_per_img
 
         self.head_kind = head
         if darknet:
@@ -205,10 +209,10 @@ class YOLOv1Net(nn.Module):
             self.fc: nn.Module = nn.Conv2d(width, outputs, 1)  # N x (5B+C) x S x S, linear
         else:
             self.fc = nn.Sequential(
-                nn.Linear(features, hidden),
+                nn.Linear(features, representation_size),
                 nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
                 nn.Dropout(dropout),
-                nn.Linear(hidden, grid_size * grid_size * outputs),  # linear: no activation
+                nn.Linear(representation_size, grid_size * grid_size * outputs),  # linear: no activation
             )
 
     def forward(self, images: Tensor) -> Tensor:
@@ -237,8 +241,20 @@ class YOLOv1Net(nn.Module):
         output = self(images)
         self.train(training)
         return decode(
-            output, self.image_size, self.boxes_per_cell, self.score_threshold, self.nms_threshold, self.max_detections
+            output,
+            self.image_size,
+            self.boxes_per_cell,
+            self.box_score_thresh,
+            self.box_nms_thresh,
+            self.box_detections_per_img,
         )
+
+    def load_backbone_weights(self, path: str | os.PathLike) -> None:
+        """Initialise a classifier trunk backbone from its classifier's weights (torchvision state dict or
+        lit-models checkpoint, any head size); Darknet has no classifier weights to load."""
+        if not isinstance(self.backbone, Trunk):
+            raise ValueError("YOLOv1Net's darknet backbone has no classifier weights: use a vgg16 or resnet backbone")
+        self.backbone.load_backbone_weights(path)
 
 
 def encode_targets(targets: list[dict], image_size: int, grid_size: int, num_fg: int) -> Tensor:
@@ -324,22 +340,23 @@ def decode(
     output: Tensor,
     image_size: int,
     boxes_per_cell: int,
-    score_threshold: float,
-    nms_threshold: float,
-    max_detections: int,
+    box_score_thresh: float,
+    box_nms_thresh: float,
+    box_detections_per_img: int,
 ) -> list[dict[str, Tensor]]:
     """N x S x S x (5B + C) -> per image {"boxes" K x 4 xyxy pixels, "scores" K, "labels" K in 1..C}.
 
     Every (box, class) pair scores confidence x class probability (paper §2, test time), clamped to [0, 1] since
-    the outputs are unbounded; pairs above ``score_threshold`` go through per-class NMS, best first.
+    the outputs are unbounded; pairs above ``box_score_thresh`` go through per-class NMS, best first.
     """
     boxes, classes = split(output, boxes_per_cell)
     xyxy = corners(boxes[..., :2], boxes[..., 2:4].clamp(min=0).square(), image_size).clamp(0, image_size)
     scores = (boxes[..., 4:5] * classes[..., None, :]).clamp(0, 1)  # N x S x S x B x C
     results = []
     for image_boxes, image_scores in zip(xyxy.flatten(1, 3), scores.flatten(1, 3), strict=True):  # S*S*B x 4, x C
-        box_index, label = (image_scores > score_threshold).nonzero(as_tuple=True)
+        box_index, label = (image_scores > box_score_thresh).nonzero(as_tuple=True)
         kept_boxes, kept_scores = image_boxes[box_index], image_scores[box_index, label]
-        keep = batched_nms(kept_boxes, kept_scores, label, nms_threshold)[:max_detections]  # by decreasing score
+        keep = batched_nms(kept_boxes, kept_scores, label, box_nms_thresh)  # by decreasing score
+        keep = keep[:box_detections_per_img]
         results.append({"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": label[keep] + 1})
     return results

@@ -17,7 +17,7 @@ the resolved values are saved with the hyperparameters, so ``load_from_checkpoin
 
 from __future__ import annotations
 
-from abc import abstractmethod
+import inspect
 from typing import Any, Literal
 
 import torch
@@ -34,6 +34,7 @@ from lit_models.task import TaskModule
 Task = Literal["classification", "language_model", "regression"]
 TASKS = ("classification", "language_model", "regression")
 STAGES = ("train", "val", "test")
+NET_PARAMETERS = set(inspect.signature(SequenceNet).parameters)
 IGNORE = -100  # target of padded steps: cross-entropy and the metrics skip it
 MONITORS = {  # the headline validation metric of each task, and whether lower is better
     "classification": ("val/acc_top1", "max"),
@@ -51,9 +52,21 @@ def padded_targets(target: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 class SequenceModule(TaskModule):
-    """The loop of every sequence architecture; a subclass builds its :class:`SequenceNet` in :meth:`build_net`."""
+    """The loop of every sequence architecture; a subclass builds its :class:`SequenceNet` in :meth:`build_net`.
+
+    Args:
+        num_classes: Output size: classes, vocabulary size (language model) or regression targets (set from the
+            data by the CLI).
+        task: "classification", "language_model" or "regression"; None: the DataModule's.
+        input_size: Features per step of float inputs; None: the DataModule's (token ids for a language model).
+        gradient_clip_norm: Clip the gradients' total norm to this when the Trainer sets no clipping of its own
+            (``gradient_clip_val``); None: no clipping.
+        temperature: predict: sampling temperature of generated text (0: always the likeliest token).
+        generate_length: predict: tokens generated after each prompt.
+    """
 
     prediction_writer = SequenceWriter
+    kind: Literal["markov", "rnn", "lstm", "gru"]  # SequenceNet's architecture, set by each module
 
     def __init__(
         self,
@@ -63,28 +76,17 @@ class SequenceModule(TaskModule):
         gradient_clip_norm: float | None = None,
         temperature: float = 1.0,
         generate_length: int = 200,
+        bias_lr_mult: float = 1.0,
+        bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        """Set up the loop; the net is built now when ``task`` is given, else from the data in ``setup``.
-
-        Args:
-            num_classes: Output size: classes, vocabulary size (language model) or regression targets (set from
-                the data by the CLI).
-            task: "classification", "language_model" or "regression"; None: the DataModule's.
-            input_size: Features per step of float inputs; None: the DataModule's (token ids for a language model).
-            gradient_clip_norm: Clip the gradients' total norm to this when the Trainer sets no clipping of its own
-                (``gradient_clip_val``); None: no clipping.
-            temperature: predict: sampling temperature of generated text (0: always the likeliest token).
-            generate_length: predict: tokens generated after each prompt.
-            optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Recipes are in configs/sequence/.
-            lr_scheduler: LR scheduler factory; default none.
-        """
+        """Set up the loop; the net is built now when ``task`` is given, else from the data in ``setup``."""
         if gradient_clip_norm is not None and gradient_clip_norm <= 0:
             raise ValueError(f"gradient_clip_norm must be > 0 or null, got {gradient_clip_norm}")
         if temperature < 0 or generate_length < 1:
             raise ValueError(f"temperature must be >= 0 and generate_length >= 1, got {temperature}, {generate_length}")
-        super().__init__(None, num_classes, optimizer, lr_scheduler)
+        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler)
         self.gradient_clip_norm = gradient_clip_norm
         self.temperature, self.generate_length = temperature, generate_length
         self.task: str | None = None
@@ -93,9 +95,9 @@ class SequenceModule(TaskModule):
         if task is not None:
             self.build(task, input_size)
 
-    @abstractmethod
     def build_net(self, task: str, input_size: int | None) -> SequenceNet:
         """The architecture's net for this task and input (token ids when ``input_size`` is None)."""
+        return build_sequence_net(self.kind, self.num_classes, task, input_size, self.hparams)
 
     def build(self, task: str, input_size: int | None) -> None:
         name = type(self).__name__
@@ -212,7 +214,7 @@ class SequenceModule(TaskModule):
         """
         inputs, lengths = batch["inputs"][:count], batch.get("lengths")
         lengths = lengths[:count].tolist() if lengths is not None else [inputs.shape[1]] * len(inputs)
-        names = list(self.class_names or []) or [str(index) for index in range(self.num_classes)]
+        names = self.display_names
         if self.task == "language_model":
             data = getattr(self._trainer, "datamodule", None)
             decode = getattr(data, "decode", None) or (lambda ids: "".join(names[i] for i in ids))
@@ -272,3 +274,19 @@ class SequenceModule(TaskModule):
             output = self.net(token, None, state)
             state, logits = output.state, output.outputs[:, -1]
         return torch.cat(tokens, 1)[0]
+
+
+def build_sequence_net(architecture: str, num_classes: int, task: str, input_size: int | None, hparams: Any):
+    """The SequenceNet of an architecture for a task: one output per step for a language model, token ids through
+    an embedding when there is no ``input_size``; the module's own arguments (``hparams``) that SequenceNet takes
+    (hidden_size, num_layers, ...) pass through."""
+    tokens = input_size is None
+    given = {
+        "architecture": architecture,
+        "num_outputs": num_classes,
+        "input_size": input_size,
+        "num_tokens": num_classes if tokens else None,  # a language model reads and predicts the same vocabulary
+        "per_step": task == "language_model",
+    }
+    shape = {name: value for name, value in hparams.items() if name in NET_PARAMETERS and name not in given}
+    return SequenceNet(**given, **shape)

@@ -6,12 +6,9 @@ truncated BPTT, gradient clipping and generation; :class:`~lit_models.nets.seque
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-
-from lit_models.nets.sequence import SequenceNet
-from lit_models.sequence.base import SequenceModule, Task
+from lit_models.sequence.base import SequenceModule
 
 
 class Markov(SequenceModule):
@@ -19,62 +16,37 @@ class Markov(SequenceModule):
     state beyond the window, so a dependency further back than ``window`` steps is out of its reach. With the
     window as long as the sequence it is the plain MLP of the MNIST-1D paper's table."""
 
+    kind = "markov"
+
     def __init__(
         self,
-        num_classes: int,
-        task: Task | None = None,
-        input_size: int | None = None,
         window: int = 8,
         hidden_size: int = 128,
         num_layers: int = 2,
         dropout: float = 0.0,
         embedding_dim: int = 64,
         gradient_clip_norm: float | None = None,
-        temperature: float = 1.0,
-        generate_length: int = 200,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
+        **loop_args: Any,
     ) -> None:
-        """Build the Markov-window model.
+        """Build the Markov-window model; ``loop_args`` are :class:`SequenceModule`'s (num_classes, task, ...).
 
         Args:
-            num_classes: Output size: classes, vocabulary or regression targets (set from the data by the CLI).
-            task: "classification", "language_model" or "regression"; None: the DataModule's.
-            input_size: Features per step; None: the DataModule's (token ids for text).
             window: Steps the model sees: the current one and the window - 1 before it.
             hidden_size: Width of the MLP's hidden layers.
             num_layers: Hidden layers of the MLP.
             dropout: Dropout after each hidden layer.
             embedding_dim: Token embedding size (language models).
             gradient_clip_norm: Clip the gradients' total norm (None: no clipping; an MLP does not explode).
-            temperature: predict: sampling temperature of generated text (0: the likeliest token).
-            generate_length: predict: tokens generated after each prompt.
-            optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9).
-            lr_scheduler: LR scheduler factory; default none.
         """
-        # Set before the base's __init__, which builds the net right away when the task is known.
-        self.architecture_args = dict(
-            window=window, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout, embedding_dim=embedding_dim
-        )
-        super().__init__(
-            num_classes, task, input_size, gradient_clip_norm, temperature, generate_length, optimizer, lr_scheduler
-        )
-
-    def build_net(self, task: str, input_size: int | None) -> SequenceNet:
-        return build_sequence_net("markov", self.num_classes, task, input_size, self.architecture_args)
+        super().__init__(gradient_clip_norm=gradient_clip_norm, **loop_args)
 
 
 class RecurrentModule(SequenceModule):
     """What RNN, LSTM and GRU share: a recurrent encoder (torch's fused ``nn.RNN``/``nn.LSTM``/``nn.GRU``, or the
     hand-written cells with every gate exposed), gradient-norm clipping on by default."""
 
-    kind: Literal["rnn", "lstm", "gru"]
-
     def __init__(
         self,
-        num_classes: int,
-        task: Task | None = None,
-        input_size: int | None = None,
         hidden_size: int = 128,
         num_layers: int = 1,
         bidirectional: bool = False,
@@ -83,17 +55,11 @@ class RecurrentModule(SequenceModule):
         embedding_dim: int = 64,
         forget_bias: float = 1.0,
         gradient_clip_norm: float | None = 1.0,
-        temperature: float = 1.0,
-        generate_length: int = 200,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
+        **loop_args: Any,
     ) -> None:
-        """Build the recurrent model.
+        """Build the recurrent model; ``loop_args`` are :class:`SequenceModule`'s (num_classes, task, ...).
 
         Args:
-            num_classes: Output size: classes, vocabulary or regression targets (set from the data by the CLI).
-            task: "classification", "language_model" or "regression"; None: the DataModule's.
-            input_size: Features per step; None: the DataModule's (token ids for text).
             hidden_size: Hidden state size per layer and direction.
             num_layers: Stacked recurrent layers.
             bidirectional: A second pass from the end (not for language models: it would read the next token).
@@ -103,27 +69,8 @@ class RecurrentModule(SequenceModule):
             embedding_dim: Token embedding size (language models).
             forget_bias: LSTM only: initial bias of the forget gate (Gers et al. 2000; Jozefowicz et al. 2015).
             gradient_clip_norm: Clip the gradients' total norm to this (1.0; Pascanu et al. 2013); None: off.
-            temperature: predict: sampling temperature of generated text (0: the likeliest token).
-            generate_length: predict: tokens generated after each prompt.
-            optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9).
-            lr_scheduler: LR scheduler factory; default none.
         """
-        # Set before the base's __init__, which builds the net right away when the task is known.
-        self.architecture_args = dict(
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            bidirectional=bidirectional,
-            dropout=dropout,
-            cell=cell,
-            embedding_dim=embedding_dim,
-            forget_bias=forget_bias,
-        )
-        super().__init__(
-            num_classes, task, input_size, gradient_clip_norm, temperature, generate_length, optimizer, lr_scheduler
-        )
-
-    def build_net(self, task: str, input_size: int | None) -> SequenceNet:
-        return build_sequence_net(self.kind, self.num_classes, task, input_size, self.architecture_args)
+        super().__init__(gradient_clip_norm=gradient_clip_norm, **loop_args)
 
 
 class RNN(RecurrentModule):
@@ -145,17 +92,3 @@ class GRU(RecurrentModule):
     """Gated recurrent unit (Cho et al. 2014): reset and update gates, no separate cell state."""
 
     kind = "gru"
-
-
-def build_sequence_net(architecture: str, num_classes: int, task: str, input_size: int | None, args: dict):
-    """The SequenceNet of an architecture for a task: one output per step for a language model, token ids through
-    an embedding when there is no ``input_size``."""
-    tokens = input_size is None
-    return SequenceNet(
-        architecture,
-        num_outputs=num_classes,
-        input_size=input_size,
-        num_tokens=num_classes if tokens else None,  # a language model reads and predicts the same vocabulary
-        per_step=task == "language_model",
-        **args,
-    )

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lit_models.datamodules.sources.export import COMPLETE_MARKER, export_once
+from lit_models.datamodules.voc_layout import voc_palette
 
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
 # Diameter of the circle each shape is inscribed in, in pixels. At least 16, two cells of a stride-8 map (FCN-8s'
@@ -40,25 +41,6 @@ JPEG_QUALITY = 95
 # generalises rather than memorises (with 1,000 it overfits: train IoU 0.95, val 0.75 on squares), few enough to
 # generate in 13 seconds (85 MB; measured on 2 cores).
 DEFAULT_TRAIN, DEFAULT_VAL, DEFAULT_TEST = 4000, 100, 100
-
-
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map: 256 RGB entries, flattened as PIL's ``putpalette`` expects.
-
-    VOC spreads the bits of each index over the three channels, most significant first, so neighbouring
-    class indices get clearly different colours: 0 is black, 1 is (128, 0, 0), 255 (void) is (224, 224, 192).
-    """
-    palette = []
-    for index in range(256):
-        red = green = blue = 0
-        bits = index
-        for shift in range(7, -1, -1):
-            red |= (bits & 1) << shift
-            green |= ((bits >> 1) & 1) << shift
-            blue |= ((bits >> 2) & 1) << shift
-            bits >>= 3
-        palette.extend((red, green, blue))
-    return palette
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -1,0 +1,59 @@
+"""The DataLoader every DataModule base builds for its splits: worker set-up and DDP-exact evaluation, once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from lit_models.preemption import worker_init_fn
+
+
+def split_batch_size(hparams: Any, train: bool) -> int:
+    """The per-device batch size of a split: ``batch_size`` in training, else ``eval_batch_size`` or ``batch_size``."""
+    return hparams.batch_size if train else (hparams.eval_batch_size or hparams.batch_size)
+
+
+def split_loader(
+    dataset: Dataset,
+    *,
+    train: bool,
+    batch_size: int | None,
+    num_workers: int,
+    trainer: pl.Trainer | None = None,
+    collate_fn: Callable[[list], Any] | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader over one split: the training split shuffled, the others (val, test, predict) in order.
+
+    Under DDP (``trainer.world_size > 1``) an evaluation split is sharded by ``UnrepeatedDistributedSampler``: each
+    rank gets a disjoint shard and their union is the split, every sample exactly once (``DistributedSampler``
+    would pad the last rank with repeated samples, counting them twice in the metrics). An ``IterableDataset``
+    orders and shards itself (text's ``TokenStreams``): it is given neither shuffling nor a sampler.
+
+    Workers persist across epochs and outlive a job-wide SIGTERM until the trainer has saved (``worker_init_fn``);
+    batches are pinned when CUDA is available. ``batch_size`` None: the dataset's items are whole batches.
+    """
+    order: dict[str, Any] = {}
+    if not isinstance(dataset, IterableDataset):
+        sampler = None
+        if not train and trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        order = {"shuffle": train, "sampler": sampler}
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        **order,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
+        drop_last=drop_last,
+    )
