@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lit_models.nets.checks import check_classifier_head
+
 # Paper §3.3: b = a / (k + alpha * sum_{n neighbours} a^2) ** beta with k=2, n=5, alpha=1e-4, beta=0.75.
 # torch's LocalResponseNorm divides alpha by `size` (it averages the squares instead of summing them), so
 # the paper's per-element alpha=1e-4 is torch alpha = 5 * 1e-4 = 5e-4. (Caffe's reference model passes
@@ -106,14 +108,7 @@ class AlexNet(nn.Module):
             raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
         if two_tower and variant != "paper":
             raise ValueError("two_tower=True is only defined for variant='paper' (torchvision's AlexNet has one tower)")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        if representation_size < 1:
-            raise ValueError(f"representation_size must be >= 1, got {representation_size}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        check_classifier_head("AlexNet", num_classes, width_mult, representation_size, dropout)
 
         towers = 2 if two_tower else 1
         if variant == "paper":

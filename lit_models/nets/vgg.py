@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lit_models.nets.checks import check_classifier_head
+
 # Paper Table 1: five stages of 3x3 convs, each closed by a 2x2/2 max-pool, with 64, 128, 256, 512, 512
 # channels. Depths count weight layers: the convs plus the three FC layers.
 _STAGE_WIDTHS = (64, 128, 256, 512, 512)
@@ -59,14 +61,7 @@ class VGG(nn.Module):
         super().__init__()
         if depth not in _CONVS_PER_STAGE:
             raise ValueError(f"depth must be one of {sorted(_CONVS_PER_STAGE)}, got {depth!r}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        if representation_size < 1:
-            raise ValueError(f"representation_size must be >= 1, got {representation_size}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        check_classifier_head("VGG", num_classes, width_mult, representation_size, dropout)
 
         # One flat Sequential (not nested stages) so indices match torchvision's `features.N` keys.
         layers: list[nn.Module] = []
