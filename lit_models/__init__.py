@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the same names as _EXPORTS (a test checks), each ``X as X``
     from lit_models.detection import FastRCNN as FastRCNN
     from lit_models.detection import SPPNet as SPPNet
     from lit_models.detection import YOLOv1 as YOLOv1
+    from lit_models.inference import load as load
     from lit_models.pictures import TrainingPictures as TrainingPictures
     from lit_models.segmentation import FCN as FCN
     from lit_models.segmentation import Segmenter as Segmenter
@@ -68,6 +69,7 @@ _EXPORTS = {
     "MNIST1DDataModule": "lit_models.datamodules.sequence",
     "AddingProblemDataModule": "lit_models.datamodules.sequence",
     "TrainingPictures": "lit_models.pictures",
+    "load": "lit_models.inference",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -262,5 +262,7 @@ class DetectionWriter(PredictionWriter):
 
 
 def folder_file(folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.png"
+    """``folder/name.png``, its folders made (a name keeps the input's sub-folders: ``street/0001``)."""
+    path = folder / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -151,6 +151,15 @@ class ImageClassifier(TaskModule):
         paths = batch["path"] if isinstance(batch, Mapping) else [""] * len(images)
         return {"path": paths, "indices": top_indices.cpu(), "probs": top_probs.cpu()}
 
+    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        names = self.display_names
+        return [
+            {"path": path, "classes": [names[i] for i in indices], "indices": indices, "probs": probs}
+            for path, indices, probs in zip(
+                prediction["path"], prediction["indices"].tolist(), prediction["probs"].tolist(), strict=True
+            )
+        ]
+
 
 class AlexNet(ImageClassifier):
     """Krizhevsky et al. 2012, the paper's net (LRN, overlapping pooling, optional two towers) or torchvision's."""

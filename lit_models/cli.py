@@ -210,6 +210,30 @@ def raised_in(error: BaseException) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def errors_as_messages(kinds: tuple[type[BaseException], ...] = (ValueError, OSError)) -> Iterator[None]:
+    """End the command with our message as its last line, exit status 2, as a bad argument does, when an
+    exception of these kinds stops it: building the classes on what the user gave (a ValueError or OSError,
+    DataError included, from a module, a DataModule or a check), or bad data found while running.
+
+    jsonargparse reports an ``__init__``'s exception inside its type-union error ("Expected a <class
+    'NoneType'> ... Given value Namespace(...)") below a long traceback; the exception is chained there.
+    Other exceptions (bugs) keep their traceback, and so does everything with JSONARGPARSE_DEBUG set.
+    """
+    try:
+        yield
+    except kinds as error:
+        origin = exception_origin(error)
+        if not isinstance(origin, kinds) or os.environ.get("JSONARGPARSE_DEBUG"):
+            raise
+        message = str(origin)
+        owner = raised_in(origin)
+        if owner and not message.startswith(f"{owner} "):
+            message = f"{owner}: {message}"
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2) from None
+
+
 class LitModelsCLI(LightningCLI):
     def __init__(self, **kwargs) -> None:
         super().__init__(
@@ -277,44 +301,21 @@ class LitModelsCLI(LightningCLI):
             "--plots_samples", type=int, default=8, help="evaluation samples drawn each epoch (with --plots true)"
         )
 
-    @contextlib.contextmanager
-    def errors_as_messages(self, kinds: tuple[type[BaseException], ...] = (ValueError, OSError)) -> Iterator[None]:
-        """End the command with our message as its last line, exit status 2, as a bad argument does, when an
-        exception of these kinds stops it: building the classes on what the user gave (a ValueError or OSError,
-        DataError included, from a module, a DataModule or a check), or bad data found while running.
-
-        jsonargparse reports an ``__init__``'s exception inside its type-union error ("Expected a <class
-        'NoneType'> ... Given value Namespace(...)") below a long traceback; the exception is chained there.
-        Other exceptions (bugs) keep their traceback, and so does everything with JSONARGPARSE_DEBUG set.
-        """
-        try:
-            yield
-        except kinds as error:
-            origin = exception_origin(error)
-            if not isinstance(origin, kinds) or os.environ.get("JSONARGPARSE_DEBUG"):
-                raise
-            message = str(origin)
-            owner = raised_in(origin)
-            if owner and not message.startswith(f"{owner} "):
-                message = f"{owner}: {message}"
-            sys.stderr.write(f"error: {message}\n")
-            raise SystemExit(2) from None
-
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         route_optimizers(config)
-        with self.errors_as_messages():
+        with errors_as_messages():
             data_follows_model(config)
 
     def instantiate_classes(self) -> None:
-        with self.errors_as_messages():
+        with errors_as_messages():
             super().instantiate_classes()
             check_pair(self.model, self.datamodule, self.trainer)
 
     def _run_subcommand(self, subcommand: str) -> None:
         # Data that turns out bad once read (a missing split, an unreadable image, a checkpoint trained on other
         # classes) ends the run with its message; every other exception keeps its traceback.
-        with self.errors_as_messages((DataError, ClassNamesMismatchError)):
+        with errors_as_messages((DataError, ClassNamesMismatchError)):
             super()._run_subcommand(subcommand)
 
     def _resolve_ckpt_path(self) -> None:
@@ -382,6 +383,14 @@ def version_line() -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["predict"] and sys.argv[2:3] and not sys.argv[2].startswith("-"):
+        # `lit-models predict CHECKPOINT INPUTS`: a checkpoint alone, without config or training data.
+        from lit_models import inference
+
+        quiet_libraries()
+        with errors_as_messages((ValueError, OSError)):
+            inference.main(sys.argv[2:])
+        return
     if sys.argv[1:2] == ["recipes"]:
         try:
             print(describe_recipes(), flush=True)

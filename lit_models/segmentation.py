@@ -139,6 +139,12 @@ class Segmenter(TaskModule):
         masks = [mask[:height, :width] for mask, (height, width) in zip(predictions, batch["size"], strict=True)]
         return {"mask": masks, "path": batch["path"], "name": batch["name"]}
 
+    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"path": path, "name": name, "mask": mask}
+            for path, name, mask in zip(prediction["path"], prediction["name"], prediction["mask"], strict=True)
+        ]
+
 
 class FCN(Segmenter):
     """Long, Shelhamer & Darrell 2015: FCN-32s/16s/8s on a convolutionalized VGG-16 (or a ResNet)."""

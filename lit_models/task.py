@@ -10,8 +10,11 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torchvision.transforms import v2
 
+from lit_models import __version__, inference
 from lit_models.class_names import ClassNamesMismatchError, describe_difference
+from lit_models.inference import CHECKPOINT_KEY, class_path
 from lit_models.optim import build_optimizers
 
 if TYPE_CHECKING:  # drawing (matplotlib) is imported where a family draws
@@ -100,6 +103,13 @@ class TaskModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.class_names is not None:
             checkpoint["class_names"] = list(self.class_names)
+        # What lit_models.load needs to rebuild the module and its data's preprocessing from this file alone.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint[CHECKPOINT_KEY] = {
+            "version": __version__,
+            "model": class_path(type(self)),
+            "data": class_path(type(datamodule)) if datamodule is not None else None,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("class_names")
@@ -108,6 +118,21 @@ class TaskModule(pl.LightningModule):
         if self.class_names is not None and list(saved) != self.class_names:
             raise ClassNamesMismatchError(describe_difference(list(saved), self.class_names))
         self.class_names = list(saved)
+
+    def predict(self, inputs: Any, batch_size: int = 8) -> list[dict[str, Any]]:
+        """Predict on files, folders, patterns, PIL images or image tensors (:func:`lit_models.inference.predict`)
+        with a module from :func:`lit_models.load`."""
+        return inference.predict(self, inputs, batch_size)
+
+    @property
+    def preprocess(self) -> Any:
+        """The evaluation transform of the data this module was trained on (PIL image -> network input), for a
+        module from :func:`lit_models.load`."""
+        return v2.Compose([v2.ToImage(), inference.prediction_data(self, None).transform(train=False)])
+
+    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        """One plain result per image from a ``predict_step`` output (each family defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define prediction_results")
 
     @property
     def monitor_goal(self) -> str:

@@ -52,8 +52,8 @@ class FileDataset(Dataset, ABC):
         return len(self.samples)
 
     def path(self, sample: Any) -> str:
-        """The file a sample is named by in messages and predictions."""
-        return str(sample[0])
+        """The file a sample is named by in messages and predictions ("" for an image given in memory)."""
+        return str(sample[0]) if isinstance(sample[0], (str, os.PathLike)) else ""
 
     @abstractmethod
     def load(self, sample: Any) -> dict[str, Any]:
@@ -188,6 +188,9 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
         return (getattr(self.hparams, "splits", None) or {}).get(role, role)
 
     def setup(self, stage: str) -> None:
+        if stage == "predict" and self.hparams.predict_dir:  # only the images asked for: no split is read
+            self.datasets["predict"] = self.dataset(self.predict_samples([]))
+            return
         if "train" in self.datasets:
             return
         if self.embedded and not (self.root / COMPLETE_MARKER).exists():
@@ -210,6 +213,11 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
         if "test" not in self.datasets and (test := self.listed("test")) is not None:
             self.datasets["test"] = self.dataset(test)
         return super().test_dataloader()
+
+    def images_dataset(self, images: list) -> FileDataset:
+        """A predict dataset of PIL images held in memory, named by their position, with the evaluation
+        transform."""
+        return self.dataset([(image, None, str(index)) for index, image in enumerate(images)])
 
     def predict_samples(self, val: list) -> list:
         """Images of predict_dir, else of the test split (annotations not needed), else of val."""

@@ -405,7 +405,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
     def role_samples(self, role: str) -> list[Sample]:
         """What a role reads: its list (val held out of train when absent), or the predict images."""
         if role == "predict":
-            return self.predict_samples(self.role_samples("val"))
+            return self.predict_samples([] if self.hparams.predict_dir else self.role_samples("val"))
         listed = self.listed(role)
         if listed is None and role == "val":
             return self.split_off_validation(self.listed("train") or [])[1]

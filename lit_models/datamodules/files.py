@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -63,8 +64,11 @@ def list_images(folder: Path) -> list[str]:
     return sorted(paths)
 
 
-def load_rgb(path: str) -> Image.Image:
-    """Decode fully (so truncation is caught here, not later) and convert grayscale/CMYK/palette to RGB."""
+def load_rgb(path: str | Image.Image) -> Image.Image:
+    """Decode fully (so truncation is caught here, not later) and convert grayscale/CMYK/palette to RGB; an image
+    already in memory (``lit_models.load(...).predict(picture)``) is only converted."""
+    if isinstance(path, Image.Image):
+        return path.convert("RGB")
     try:
         with Image.open(path) as image:
             image.load()
@@ -76,12 +80,28 @@ def load_rgb(path: str) -> Image.Image:
         ) from error
 
 
-def list_predict_images(predict_dir: str | os.PathLike) -> tuple[Path, list[str]]:
-    """The folder and every image under it, for ``predict``; errors name the folder."""
-    folder = Path(predict_dir).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"predict_dir {folder} does not exist or is not a folder.")
-    files = list_images(folder)
-    if not files:
-        raise DataError(f"predict_dir {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
-    return folder, files
+def list_predict_images(inputs: str | os.PathLike | list[str]) -> tuple[Path, list[str]]:
+    """The images to predict on, and the folder their output names are relative to; errors name the input.
+
+    ``inputs``: a folder (every image under it, any depth), an image file, a glob pattern (``photos/*.jpg``), or a
+    list of these (a comma-separated string from the command line).
+    """
+    specs = inputs if isinstance(inputs, list) else str(inputs).split(",")
+    files: list[str] = []
+    for spec in (str(item).strip() for item in specs):
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = list_images(path)
+            problem = f"holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+        elif path.is_file():
+            found = [str(path)] if is_image_file(path.name) else []
+            problem = f"is not an image file ({', '.join(IMAGE_EXTENSIONS)})"
+        else:
+            found = sorted(str(match) for match in glob.glob(str(path), recursive=True) if is_image_file(match))
+            problem = "does not exist (and matches no image files as a pattern)"
+        if not found:
+            raise DataError(f"predict_dir {path} {problem}.")
+        files.extend(str(Path(found_file).resolve()) for found_file in found)
+    files = list(dict.fromkeys(files))
+    folder = Path(specs[0]).expanduser().resolve() if len(specs) == 1 and Path(specs[0]).expanduser().is_dir() else None
+    return folder or Path(os.path.commonpath([str(Path(f).parent) for f in files])), files

@@ -139,12 +139,16 @@ class ImageFolderDataModule(FileDataModule):
     def setup(self, stage: str) -> None:
         if self.datasets:
             return
+        skip = self.hparams.skip_corrupt
+        if stage == "predict" and self.hparams.predict_dir:  # only the images asked for: no split is read
+            _, files = list_predict_images(self.hparams.predict_dir)
+            self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
+            return
         if self.embedded and not (self.root / mnist5k.COMPLETE_MARKER).exists():
             raise DataError(
                 f"the embedded digits are not exported to {self.root} yet: call prepare_data() before setup() "
                 "(a Trainer does this itself)."
             )
-        skip = self.hparams.skip_corrupt
         train = list_labelled_images(self.root / "train", self.class_names)
         if (self.root / "val").is_dir():
             val = list_labelled_images(self.root / "val", self.class_names)
@@ -161,6 +165,10 @@ class ImageFolderDataModule(FileDataModule):
             self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
         else:
             self.datasets["predict"] = self.datasets.get("test", self.datasets["val"])
+
+    def images_dataset(self, images: list) -> ImageFileDataset:
+        """A predict dataset of PIL images held in memory, with the evaluation transform."""
+        return ImageFileDataset([(image, -1) for image in images], self.transform(train=False))
 
     def split_off_validation(self, samples: list[tuple[str, int]]) -> tuple[list, list]:
         """Hold out val_fraction of every class (at least one image), seeded, identically on every rank."""

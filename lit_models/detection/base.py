@@ -201,6 +201,14 @@ class Detector(TaskModule):
             "name": meta.get("name") or [str(batch_idx * len(images) + i) for i in range(len(images))],
         }
 
+    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        names = self.display_names
+        keys = ("path", "name", "boxes", "scores", "labels")
+        return [
+            {**dict(zip(keys, found, strict=True)), "names": [names[label] for label in found[-1].tolist()]}
+            for found in zip(*(prediction[key] for key in keys), strict=True)
+        ]
+
 
 def boxes_drawn(image: Tensor, boxes: Tensor, labels: Tensor, names: list[str], scores: Tensor | None = None) -> Tensor:
     """3 x H x W uint8 with each box outlined in its class's colour, captioned by class name (and score)."""

@@ -1,0 +1,106 @@
+"""A checkpoint copied alone into an empty folder predicts on images the training never saw: from the command line
+(``lit-models predict CHECKPOINT INPUTS``) and from Python (``lit_models.load(...).predict(...)``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import make_image_tree, run_cli
+from families import classifier, detector, segmenter
+from PIL import Image
+
+import lit_models
+from lit_models.datamodules.files import DataError
+from lit_models.datamodules.sources import shapes
+
+FAMILIES = {"classification": classifier, "segmentation": segmenter, "detection": detector}
+
+
+def train_and_move(family: str, tmp_path: Path) -> Path:
+    """Fit one step on data under tmp_path, save the checkpoint, copy only it to a new folder, delete the rest."""
+    data_root = tmp_path / "training"
+    if family == "classification":
+        make_image_tree(data_root, {"train": 4, "val": 2})
+    else:
+        shapes.export_shapes(data_root, 4, 2, 0)
+    torch.manual_seed(0)
+    model, data = FAMILIES[family](data_root)
+    trainer = pl.Trainer(max_steps=1, limit_val_batches=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
+    trainer.fit(model, data)
+    trainer.save_checkpoint(tmp_path / "run" / "model.ckpt")
+    alone = tmp_path / "elsewhere" / "model.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(tmp_path / "run" / "model.ckpt", alone)
+    shutil.rmtree(data_root)
+    shutil.rmtree(tmp_path / "run")
+    return alone
+
+
+def new_images(folder: Path) -> Path:
+    """Three images no training saw, in sub-folders, of other sizes."""
+    rng = np.random.default_rng(7)
+    for index, size in enumerate([(40, 30), (50, 50), (36, 64)]):
+        path = folder / f"set{index % 2}" / f"photo{index}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+    return folder
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_checkpoint_alone_predicts_from_the_command_line_and_from_python(family, tmp_path, one_thread):
+    checkpoint = train_and_move(family, tmp_path)
+    photos = new_images(tmp_path / "photos")
+    names = lit_models.load(checkpoint, device="cpu").class_names
+
+    run_cli("predict", str(checkpoint), str(photos), "--output", "out", cwd=checkpoint.parent)
+    out = checkpoint.parent / "out"
+    if family == "classification":
+        rows = list(csv.DictReader((out / "predictions.csv").read_text().splitlines()))
+        assert sorted(Path(row["path"]).name for row in rows) == ["photo0.jpg", "photo1.jpg", "photo2.jpg"]
+        assert {row["class_1"] for row in rows} <= set(names) and (out / "predictions.png").is_file()
+    elif family == "segmentation":
+        masks = sorted(
+            p.relative_to(out / "predictions" / "masks") for p in (out / "predictions" / "masks").rglob("*.png")
+        )
+        assert masks == [Path("set0/photo0.png"), Path("set0/photo2.png"), Path("set1/photo1.png")]
+        assert Image.open(out / "predictions" / "masks" / "set1" / "photo1.png").size == (50, 50)
+    else:
+        records = json.loads((out / "predictions" / "detections.json").read_text())
+        assert [record["name"] for record in records] == ["set0/photo0", "set0/photo2", "set1/photo1"]
+        assert all(d["label"] in names for record in records for d in record["detections"])
+    with pytest.raises(AssertionError):  # an output that holds predictions is not overwritten
+        run_cli("predict", str(checkpoint), str(photos), "--output", "out", cwd=checkpoint.parent)
+
+    model = lit_models.load(checkpoint, device="cpu")
+    assert not model.training and model.device.type == "cpu" and isinstance(model.net, torch.nn.Module)
+    from_files = model.predict(str(photos / "*" / "*.jpg"))
+    picture = Image.open(photos / "set1" / "photo1.jpg")
+    from_memory = model.predict([picture, torch.from_numpy(np.array(picture)).permute(2, 0, 1)])
+    assert len(from_files) == 3 and len(from_memory) == 2
+    first = next(result for result in from_files if result["path"].endswith("photo1.jpg"))
+    if family == "classification":
+        assert first["classes"][0] in names and first["probs"] == pytest.approx(from_memory[0]["probs"], abs=1e-4)
+    elif family == "segmentation":
+        assert first["mask"].shape == (50, 50) and torch.equal(first["mask"], from_memory[1]["mask"])
+    else:
+        assert set(first["names"]) <= set(names) and torch.allclose(first["boxes"], from_memory[0]["boxes"])
+    network_input = model.preprocess(picture)  # the plain-torch pieces, without Lightning
+    assert isinstance(network_input, torch.Tensor) and network_input.dtype == torch.float32
+
+
+def test_what_is_not_a_lit_models_checkpoint_or_an_image_says_so(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(DataError, match="was not written by lit-models"):
+        lit_models.load(tmp_path / "foreign.ckpt")
+    with pytest.raises(DataError, match="does not exist"):
+        lit_models.load(tmp_path / "missing.ckpt")
+    with pytest.raises(AssertionError, match=r"\nerror: .*foreign.ckpt was not written by lit-models"):
+        run_cli("predict", str(tmp_path / "foreign.ckpt"), str(tmp_path), cwd=tmp_path)
