@@ -151,7 +151,7 @@ class ImageClassifier(TaskModule):
         paths = batch["path"] if isinstance(batch, Mapping) else [""] * len(images)
         return {"path": paths, "indices": top_indices.cpu(), "probs": top_probs.cpu()}
 
-    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
         names = self.display_names
         return [
             {"path": path, "classes": [names[i] for i in indices], "indices": indices, "probs": probs}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -77,26 +76,21 @@ def load(checkpoint: str | os.PathLike, device: str | torch.device | None = None
     return module.eval().to(device)
 
 
-def prediction_data(module: pl.LightningModule, inputs: str | list[str] | None, batch_size: int | None = None):
-    """The DataModule the module was trained with, rebuilt from its saved arguments to serve only ``inputs``
-    (image files, folders, glob patterns) for ``predict``: the same evaluation preprocessing, and no split read.
-    """
+def prediction_data(module: pl.LightningModule, inputs: Any, batch_size: int | None = None) -> pl.LightningDataModule:
+    """The DataModule the module was trained with, rebuilt from its saved arguments by its ``for_prediction`` to
+    serve only ``inputs`` to ``predict`` (images: files, folders, glob patterns; text: prompts), through the same
+    evaluation preprocessing, without the training data."""
     data_path, hparams = getattr(module, "inference_data", (None, {}))
     if data_path is None:
         raise DataError(f"{type(module).__name__} was not loaded by lit_models.load: its data is unknown.")
     data_class = import_class(data_path)
-    accepted = inspect.signature(data_class).parameters
-    if "predict_dir" not in accepted:
+    if not hasattr(data_class, "for_prediction"):
         raise DataError(f"predicting from a checkpoint alone is not available for {data_class.__name__} yet.")
-    args = {name: value for name, value in hparams.items() if name in accepted}
-    # No root: the DataModule lists nothing of the training data (which need not exist here).
-    args.update({name: None for name in ("root", "annotations", "images") if name in accepted})
-    args.update(predict_dir=inputs, num_workers=0)
     if batch_size is not None:
-        args.update(batch_size=batch_size, eval_batch_size=batch_size)
-    data = data_class(**args)
-    if module.class_names is not None:  # the checkpoint's classes, not the embedded data's that root=None names
-        data.class_names, data.num_classes = list(module.class_names), len(module.class_names)
+        hparams = {**hparams, "batch_size": batch_size, "eval_batch_size": batch_size}
+    data = data_class.for_prediction(hparams, inputs, module.class_names or [])
+    if inputs is not None:
+        module.check_data(data)  # e.g. sequences of another width than the model reads: said before any work
     return data
 
 
@@ -128,28 +122,34 @@ def predict(module: pl.LightningModule, inputs: Any, batch_size: int = 8) -> lis
 
     Args:
         module: From :func:`load`.
-        inputs: An image file, a folder (searched at any depth), a glob pattern, a PIL image, a C x H x W image
-            tensor (uint8, or floats in [0, 1], as torchvision's ``to_pil_image`` reads it), an N x C x H x W batch
-            of them, or a list of any of these.
+        inputs: Images: an image file, a folder (searched at any depth), a glob pattern, a PIL image, a C x H x W
+            image tensor (uint8, or floats in [0, 1], as torchvision's ``to_pil_image`` reads it), an N x C x H x W
+            batch of them, or a list of any of these. Language models: a prompt, a list of prompts, or text files
+            whose lines are prompts.
         batch_size: Images per forward pass.
 
     Returns:
-        One dict per image, in input order: classification ``{"path", "classes", "indices", "probs"}`` (top-5);
+        One dict per input, in order: classification ``{"path", "classes", "indices", "probs"}`` (top-5);
         segmentation ``{"path", "name", "mask"}`` (H x W class indices at the image's own size); detection
-        ``{"path", "name", "boxes", "scores", "labels", "names"}`` (xyxy boxes in the image's own pixels).
+        ``{"path", "name", "boxes", "scores", "labels", "names"}`` (xyxy boxes in the image's own pixels);
+        language model ``{"prompt", "generated"}`` (text).
     """
-    files, images = pictures(inputs)
-    data = prediction_data(module, files or None, batch_size)
-    if files:
-        data.setup("predict")
-        dataset = data.datasets["predict"]
+    if hasattr(import_class(module.inference_data[0]), "images_dataset"):
+        files, images = pictures(inputs)
+        data = prediction_data(module, files or None, batch_size)
+        if images:
+            loader = DataLoader(data.images_dataset(images), batch_size, collate_fn=data.collate_fn)
     else:
-        dataset = data.images_dataset(images)
+        data, images = prediction_data(module, inputs, batch_size), None
+    if not images:
+        data.setup("predict")
+        loader = data.predict_dataloader()
+    transfer = getattr(data, "on_before_batch_transfer", lambda batch, index: batch)
     results = []
     with torch.inference_mode():
-        for index, batch in enumerate(DataLoader(dataset, batch_size, collate_fn=data.collate_fn)):
-            batch = move_data_to_device(data.on_before_batch_transfer(batch, 0), module.device)
-            results.extend(module.prediction_results(module.predict_step(batch, index)))
+        for index, batch in enumerate(loader):
+            batch = move_data_to_device(transfer(batch, 0), module.device)
+            results.extend(module.prediction_results(module.predict_step(batch, index), data))
     return results
 
 

@@ -139,7 +139,7 @@ class Segmenter(TaskModule):
         masks = [mask[:height, :width] for mask, (height, width) in zip(predictions, batch["size"], strict=True)]
         return {"mask": masks, "path": batch["path"], "name": batch["name"]}
 
-    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
         return [
             {"path": path, "name": name, "mask": mask}
             for path, name, mask in zip(prediction["path"], prediction["name"], prediction["mask"], strict=True)

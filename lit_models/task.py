@@ -130,8 +130,9 @@ class TaskModule(pl.LightningModule):
         module from :func:`lit_models.load`."""
         return v2.Compose([v2.ToImage(), inference.prediction_data(self, None).transform(train=False)])
 
-    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
-        """One plain result per image from a ``predict_step`` output (each family defines it)."""
+    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
+        """One plain result per input from a ``predict_step`` output (each family defines it); ``data`` is the
+        DataModule that served the batch (a language model decodes its tokens with it)."""
         raise NotImplementedError(f"{type(self).__name__} does not define prediction_results")
 
     @property

@@ -13,7 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import make_image_tree, run_cli
-from families import classifier, detector, segmenter
+from families import TEXT, classifier, detector, language_model, segmenter, sequence_classifier
 from PIL import Image
 
 import lit_models
@@ -104,3 +104,57 @@ def test_what_is_not_a_lit_models_checkpoint_or_an_image_says_so(tmp_path):
         lit_models.load(tmp_path / "missing.ckpt")
     with pytest.raises(AssertionError, match=r"\nerror: .*foreign.ckpt was not written by lit-models"):
         run_cli("predict", str(tmp_path / "foreign.ckpt"), str(tmp_path), cwd=tmp_path)
+
+
+def test_a_language_model_checkpoint_alone_continues_prompts(tmp_path, one_thread):
+    torch.manual_seed(0)
+    model, data = language_model(tmp_path)
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
+    trainer.fit(model, data)
+    checkpoint = tmp_path / "elsewhere" / "model.ckpt"
+    checkpoint.parent.mkdir()
+    trainer.save_checkpoint(checkpoint)
+    (tmp_path / "book.txt").unlink()  # the training text is gone
+    (checkpoint.parent / "prompts.txt").write_text("a truth\n\nman in\n", encoding="utf-8")
+
+    run_cli("predict", str(checkpoint), "It is", "prompts.txt", "--output", "out", cwd=checkpoint.parent)
+    written = (checkpoint.parent / "out" / "predictions" / "generated.txt").read_text(encoding="utf-8")
+    assert [line for line in written.splitlines() if line.startswith("=== prompt")] == [
+        "=== prompt: 'It is'", "=== prompt: 'a truth'", "=== prompt: 'man in'"
+    ]  # fmt: skip
+
+    loaded = lit_models.load(checkpoint, device="cpu")
+    results = loaded.predict(["It is", "fortune"])
+    assert [result["prompt"] for result in results] == ["It is", "fortune"]
+    for result in results:  # generate_length tokens of the training vocabulary ("<unk>" one of them)
+        assert len(result["generated"].replace("<unk>", "?")) == loaded.generate_length
+        assert set(result["generated"].replace("<unk>", "")) <= set(TEXT)
+    with pytest.raises(DataError, match=r"holds characters \['Z'\] that are not in the vocabulary"):
+        loaded.predict("Zebra")
+
+
+def test_a_sequence_classifier_checkpoint_alone_predicts_on_an_array_file(tmp_path, one_thread):
+    torch.manual_seed(0)
+    model, data = sequence_classifier(tmp_path)
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
+    trainer.fit(model, data)
+    checkpoint = tmp_path / "elsewhere" / "model.ckpt"
+    checkpoint.parent.mkdir()
+    trainer.save_checkpoint(checkpoint)
+    (tmp_path / "signs.npz").unlink()
+    new = np.random.default_rng(3).normal(0, 1, (5, 7, 1)).astype(np.float32)  # unlabelled, another length
+    np.savez(checkpoint.parent / "new.npz", x=new)
+
+    run_cli("predict", str(checkpoint), "new.npz", "--output", "out", cwd=checkpoint.parent)
+    rows = list(csv.reader((checkpoint.parent / "out" / "predictions" / "predictions.csv").read_text().splitlines()))
+    assert len(rows) == 1 + 5
+
+    loaded = lit_models.load(checkpoint, device="cpu")
+    results = loaded.predict(checkpoint.parent / "new.npz")
+    assert [result["index"] for result in results] == [0, 1, 2, 3, 4]
+    assert all(result["classes"][0] in loaded.class_names and len(result["probs"]) == 2 for result in results)
+    np.savez(checkpoint.parent / "wide.npz", x=np.zeros((2, 7, 3), np.float32))
+    with pytest.raises(ValueError, match="with input_size 1, but ArrayDataModule serves .* with input_size 3"):
+        loaded.predict(checkpoint.parent / "wide.npz")

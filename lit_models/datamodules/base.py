@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -97,6 +98,18 @@ class FileDataModule(pl.LightningDataModule):
         super().__init__()
         self.datasets: dict[str, Dataset] = {}
         self._reported_skips: set[str] = set()
+
+    @classmethod
+    def for_prediction(cls, hparams: dict[str, Any], inputs: Any, class_names: list[str]) -> FileDataModule:
+        """This DataModule with a training run's saved arguments, serving only ``inputs`` (image files, folders,
+        glob patterns) to ``predict`` through the same evaluation preprocessing; no training data is listed or
+        read, so it need not exist here. ``inputs`` None serves nothing (for ``images_dataset``)."""
+        accepted = inspect.signature(cls).parameters
+        args = {name: value for name, value in hparams.items() if name in accepted}
+        args.update({name: None for name in ("root", "annotations", "images") if name in accepted})
+        data = cls(**{**args, "predict_dir": inputs, "num_workers": 0})
+        data.class_names, data.num_classes = list(class_names), len(class_names)  # the checkpoint's, not root's
+        return data
 
     def split_off_validation(self, samples: list) -> tuple[list, list]:
         """Hold out val_fraction of the training images (at least one), seeded, identically on every rank."""

@@ -16,9 +16,10 @@ file decides it), so a bad value is an error naming the file and row, never a tr
 from __future__ import annotations
 
 import logging
+import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_models.datamodules.base import check_fractions, default_cache_dir
 from lit_models.datamodules.files import DataError
 from lit_models.datamodules.loaders import split_batch_size, split_loader
-from lit_models.datamodules.sequence_files import SequenceArrays, read_sequences
+from lit_models.datamodules.sequence_files import SequenceArrays, read_sequences, read_unlabelled
 from lit_models.datamodules.sources import mnist1d
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
 from lit_models.datamodules.text import TextDataModule
@@ -50,12 +51,14 @@ def collate_sequences(samples: list[tuple[torch.Tensor, torch.Tensor, int]]) -> 
     """Pad (sequence T_i x D, target, index in its split) triples into the batch dict; padding is zero. The index
     names each sequence in predictions."""
     sequences = [sequence for sequence, _, _ in samples]
-    return {
+    batch = {
         "inputs": pad_sequence(sequences, batch_first=True),  # N x max T_i x D
         "lengths": torch.tensor([len(s) for s in sequences], dtype=torch.int64),
-        "target": torch.stack([target for _, target, _ in samples]),  # N | N x O
         "index": torch.tensor([index for _, _, index in samples], dtype=torch.int64),
     }
+    if samples[0][1] is not None:  # sequences to predict on have no targets
+        batch["target"] = torch.stack([target for _, target, _ in samples])  # N | N x O
+    return batch
 
 
 class SequenceDataset(Dataset):
@@ -63,13 +66,13 @@ class SequenceDataset(Dataset):
 
     def __init__(self, arrays: SequenceArrays) -> None:
         self.sequences = [torch.from_numpy(s) for s in arrays.sequences]
-        self.targets = torch.from_numpy(arrays.targets)
+        self.targets = torch.from_numpy(arrays.targets) if arrays.targets is not None else None
 
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return self.sequences[index], self.targets[index], index
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        return self.sequences[index], None if self.targets is None else self.targets[index], index
 
 
 def hold_out(count: int, fraction: float, seed: int | None, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +126,23 @@ class SequenceDataModule(pl.LightningDataModule):
         return self.loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.loader("test" if "test" in self.datasets else "val", train=False)
+        split = "predict" if "predict" in self.datasets else "test" if "test" in self.datasets else "val"
+        return self.loader(split, train=False)
+
+    @classmethod
+    def for_prediction(cls, hparams: dict[str, Any], inputs: Any, class_names: list[str]) -> ArrayDataModule:
+        """Data for a model trained on any sequence arrays: an :class:`ArrayDataModule` that serves only
+        ``inputs`` (one NPZ of x, or a CSV of values only) to ``predict``, with the checkpoint's classes."""
+        files = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        if len(files) != 1:
+            raise DataError(f"predict reads one NPZ or CSV file of sequences, got {len(files)} inputs: {files}")
+        return ArrayDataModule(
+            predict_path=str(files[0]),
+            task=hparams.get("task") or cls.task,
+            class_names=list(class_names),
+            features=hparams.get("features", 1),
+            batch_size=hparams.get("eval_batch_size") or hparams.get("batch_size", 64),
+        )
 
 
 class InMemorySequenceDataModule(SequenceDataModule):
@@ -173,7 +192,7 @@ class ArrayDataModule(InMemorySequenceDataModule):
 
     def __init__(
         self,
-        path: str,
+        path: str | None = None,
         test_path: str | None = None,
         task: Literal["classification", "regression"] = "classification",
         val_fraction: float = 0.1,
@@ -184,12 +203,13 @@ class ArrayDataModule(InMemorySequenceDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         split_seed: int | None = 0,
+        predict_path: str | None = None,
     ) -> None:
         """Configure the data.
 
         Args:
             path: Training sequences: an .npz (keys x, y, optional lengths, optional x_test/y_test) or a .csv
-                (one sequence per line: label field(s), then values).
+                (one sequence per line: label field(s), then values). None: only ``predict_path`` is served.
             test_path: Test sequences in the same format; default: the NPZ's x_test/y_test, if any.
             task: "classification" (integer labels 0..K-1) or "regression" (float targets).
             val_fraction: Share of the training sequences held out for validation.
@@ -200,6 +220,8 @@ class ArrayDataModule(InMemorySequenceDataModule):
             eval_batch_size: Validation/test/predict batch size per device (default: batch_size).
             num_workers: DataLoader worker processes per device.
             split_seed: Seed of the held-out validation sequences; None holds out the last ones.
+            predict_path: Sequences for ``predict``, without labels: an .npz with x (and lengths) or a .csv of
+                values only; default: the test split, else val.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -208,8 +230,12 @@ class ArrayDataModule(InMemorySequenceDataModule):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         if label_columns < 1 or features < 1:
             raise ValueError(f"label_columns and features must be >= 1, got {label_columns} and {features}")
-        self.path = Path(path).expanduser()
-        if not self.path.is_file():
+        if path is None and predict_path is None:
+            raise DataError(
+                "ArrayDataModule needs path (training sequences) or predict_path (sequences to predict on)."
+            )
+        self.path = Path(path).expanduser() if path is not None else None
+        if self.path is not None and not self.path.is_file():
             raise DataError(
                 f"sequence file {self.path} does not exist or is not a file. Pass --data.path an .npz file (arrays "
                 "x, y, optionally lengths, x_test, y_test) or a .csv/.tsv/.txt file (one sequence per line: the "
@@ -224,7 +250,13 @@ class ArrayDataModule(InMemorySequenceDataModule):
 
     @cached_property
     def train_arrays(self) -> SequenceArrays:
+        if self.path is None:
+            raise DataError("this ArrayDataModule has no training file (path): it serves predict_path only.")
         return self.read(self.path)
+
+    @cached_property
+    def predict_arrays(self) -> SequenceArrays:
+        return read_unlabelled(self.hparams.predict_path, self.hparams.features)
 
     @property
     def class_names(self) -> list[str]:
@@ -241,15 +273,24 @@ class ArrayDataModule(InMemorySequenceDataModule):
 
     @property
     def input_size(self) -> int:
-        return self.train_arrays.input_size
+        return (self.train_arrays if self.path is not None else self.predict_arrays).input_size
 
     def missing_split(self, split: str) -> str:
         return f"{self.path} has no {split} split: give test_path, or save x_test and y_test in the NPZ."
 
     def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if stage == "predict" and hp.predict_path:  # only the sequences asked for
+            sizes = {sequence.shape[1] for sequence in self.predict_arrays.sequences}
+            if sizes != {self.input_size}:
+                raise DataError(
+                    f"{hp.predict_path}: sequences have {sorted(sizes)} features per step; the model reads "
+                    f"{self.input_size}."
+                )
+            self.datasets["predict"] = SequenceDataset(self.predict_arrays)
+            return
         if self.datasets:
             return
-        hp = self.hparams
         test = self.read(hp.test_path) if hp.test_path else self.read(self.path, test=True)
         self.fill_datasets(self.train_arrays, test, hp.val_fraction, hp.split_seed)
 

@@ -32,10 +32,11 @@ CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
 @dataclass
 class SequenceArrays:
-    """Checked sequences (each T_i x D float32, T_i >= 1) and targets (N int64, or N x O float32)."""
+    """Checked sequences (each T_i x D float32, T_i >= 1) and targets (N int64, or N x O float32; None for
+    sequences to predict on)."""
 
     sequences: list[np.ndarray]
-    targets: np.ndarray
+    targets: np.ndarray | None
     source: str  # the file (and keys) named in later messages
 
     @property
@@ -66,15 +67,35 @@ def read_sequences(
     return SequenceArrays(sequences, check_targets(targets, task, path, where), str(path))
 
 
-def read_npz(path: Path, suffix: str) -> tuple[list[np.ndarray] | None, np.ndarray, list[str]]:
-    """(sequences T_i x D, raw targets, how each index is named in messages) of keys x{suffix}, y{suffix}."""
+def read_unlabelled(path: str | Path, features: int = 1) -> SequenceArrays:
+    """Sequences to predict on: an NPZ's x (and lengths; any y is ignored) or a CSV of values only (no label
+    fields, ``features`` values per step). Their targets are None."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"sequence file {path} does not exist or is not a file.")
+    if path.suffix.lower() == ".npz":
+        sequences = read_npz(path, "", labelled=False)[0]
+    elif path.suffix.lower() in CSV_SUFFIXES:
+        sequences = read_csv(path, 0, features)[0]
+    else:
+        raise DataError(f"{path}: unknown sequence file type {path.suffix!r}; use .npz or .csv (see ArrayDataModule).")
+    if not sequences:
+        raise DataError(f"{path} holds no sequences.")
+    return SequenceArrays(sequences, None, str(path))
+
+
+def read_npz(
+    path: Path, suffix: str, labelled: bool = True
+) -> tuple[list[np.ndarray] | None, np.ndarray | None, list[str]]:
+    """(sequences T_i x D, raw targets, how each index is named in messages) of keys x{suffix}, y{suffix}; without
+    ``labelled``, y is not read (None)."""
     x_key, y_key, lengths_key = f"x{suffix}", f"y{suffix}", f"lengths{suffix}"
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             if suffix and x_key not in keys:
                 return None, np.empty(0), []
-            missing = [key for key in (x_key, y_key) if key not in keys]
+            missing = [key for key in (x_key, y_key)[: 2 if labelled else 1] if key not in keys]
             if missing:
                 raise DataError(
                     f"{path} has no {' or '.join(missing)} array (it holds {sorted(keys)}). An NPZ of sequences needs "
@@ -86,7 +107,7 @@ def read_npz(path: Path, suffix: str) -> tuple[list[np.ndarray] | None, np.ndarr
             except ValueError:  # an object array (variable-length sequences) is pickled
                 with np.load(path, allow_pickle=True) as pickled:
                     x = pickled[x_key]
-            y = archive[y_key]
+            y = archive[y_key] if labelled else None
             lengths = archive[lengths_key] if lengths_key in keys else None
     except DataError:
         raise
@@ -107,7 +128,7 @@ def read_npz(path: Path, suffix: str) -> tuple[list[np.ndarray] | None, np.ndarr
         if lengths is not None:
             valid = check_lengths(lengths, len(x), x.shape[1], path, lengths_key)
         sequences = [as_steps(padded[i, : valid[i]], where[i]) for i in range(len(x))]
-    if len(y) != len(sequences):
+    if y is not None and len(y) != len(sequences):
         raise DataError(f"{path}: {x_key} holds {len(sequences)} sequences but {y_key} {len(y)} labels/targets.")
     return sequences, y, where
 

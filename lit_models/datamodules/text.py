@@ -15,12 +15,13 @@ number of batches. The tokens after the last whole stream (fewer than the number
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -232,6 +233,24 @@ class TextDataModule(pl.LightningDataModule):
         self.ids: dict[str, torch.Tensor] = {}
         self.unknown_counts: dict[str, int] = {}
 
+    @classmethod
+    def for_prediction(cls, hparams: dict[str, Any], inputs: Any, class_names: list[str]) -> TextDataModule:
+        """This DataModule with a training run's saved arguments and the checkpoint's vocabulary, serving
+        ``inputs`` as prompts to ``predict`` without the training text (which need not exist here).
+
+        ``inputs``: prompt strings, or text files whose non-empty lines are prompts (a string naming an existing
+        file is read as one).
+        """
+        prompts = []
+        for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs):
+            path = Path(str(item)).expanduser()
+            prompts.extend([line for line in read_text(path).splitlines() if line] if path.is_file() else [str(item)])
+        accepted = inspect.signature(cls).parameters
+        args = {name: value for name, value in hparams.items() if name in accepted}
+        data = cls(**{**args, "path": None, "prompts": prompts, "num_workers": 0})
+        data.__dict__["vocabulary"] = Vocabulary(list(class_names))  # the trained one, not the embedded text's
+        return data
+
     @cached_property
     def text(self) -> str:
         """The whole text: the file(s) once ``setup`` has read them, else (embedded) Python's in-memory copy."""
@@ -259,7 +278,7 @@ class TextDataModule(pl.LightningDataModule):
             pydoc_topics.export_topics(self.root)
 
     def setup(self, stage: str) -> None:
-        if self.ids:
+        if self.ids or stage == "predict":  # prompts need only the vocabulary
             return
         if self.embedded and not (self.root / COMPLETE_MARKER).exists():
             raise DataError(

@@ -201,7 +201,7 @@ class Detector(TaskModule):
             "name": meta.get("name") or [str(batch_idx * len(images) + i) for i in range(len(images))],
         }
 
-    def prediction_results(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
         names = self.display_names
         keys = ("path", "name", "boxes", "scores", "labels")
         return [

@@ -257,6 +257,20 @@ class SequenceModule(TaskModule):
         top_probs, top_indices = probs.topk(min(5, self.num_classes), dim=1)
         return {**found, "indices": top_indices.cpu(), "probs": top_probs.cpu()}
 
+    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
+        if self.task == "language_model":
+            decode = getattr(data, "decode", None) or (lambda ids: "".join(self.display_names[i] for i in ids))
+            return [{"prompt": prediction["prompt"], "generated": decode(prediction["generated"])}]
+        scores = prediction["values" if self.task == "regression" else "probs"]
+        indices = prediction["index"] or [None] * len(scores)
+        if self.task == "regression":
+            return [{"index": index, "values": values} for index, values in zip(indices, scores.tolist(), strict=True)]
+        names = self.display_names
+        return [
+            {"index": index, "classes": [names[i] for i in top], "indices": top, "probs": probs}
+            for index, top, probs in zip(indices, prediction["indices"].tolist(), scores.tolist(), strict=True)
+        ]
+
     @torch.no_grad()
     def generate(self, prompt: Tensor, length: int, temperature: float | None = None) -> Tensor:
         """1 x P prompt token ids -> the next ``length`` token ids, each sampled from the softmax of the logits
