@@ -142,6 +142,7 @@ def predict(module: pl.LightningModule, inputs: Any, batch_size: int = 8) -> lis
     else:
         data, images = prediction_data(module, inputs, batch_size), None
     if not images:
+        data.prepare_data()  # e.g. the region proposals of new images, for R-CNN, SPPNet and Fast R-CNN
         data.setup("predict")
         loader = data.predict_dataloader()
     transfer = getattr(data, "on_before_batch_transfer", lambda batch, index: batch)

@@ -93,6 +93,7 @@ class FileDataModule(pl.LightningDataModule):
 
     root: Path
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    predict_only = False  # built by for_prediction: serves predict_dir alone, exports no embedded data
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,9 +107,12 @@ class FileDataModule(pl.LightningDataModule):
         read, so it need not exist here. ``inputs`` None serves nothing (for ``images_dataset``)."""
         accepted = inspect.signature(cls).parameters
         args = {name: value for name, value in hparams.items() if name in accepted}
-        args.update({name: None for name in ("root", "annotations", "images") if name in accepted})
+        # No data root (nothing of the training data is listed), and none of the training machine's folders.
+        paths = ("root", "annotations", "images", "cache_dir", "proposal_dir")
+        args.update({name: None for name in paths if name in accepted})
         data = cls(**{**args, "predict_dir": inputs, "num_workers": 0})
         data.class_names, data.num_classes = list(class_names), len(class_names)  # the checkpoint's, not root's
+        data.predict_only = True
         return data
 
     def split_off_validation(self, samples: list) -> tuple[list, list]:
@@ -180,7 +184,7 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
     embedded: bool = False
 
     def prepare_data(self) -> None:
-        if self.embedded:
+        if self.embedded and not self.predict_only:
             shapes.export_shapes(self.root, shapes.DEFAULT_TRAIN, shapes.DEFAULT_VAL, shapes.DEFAULT_TEST)
 
     @abstractmethod

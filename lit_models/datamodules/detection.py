@@ -372,7 +372,7 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         super().prepare_data()
         if self.proposal_cache is not None:
             # Only the roles this run reads: `fit` does not pay for the test images' proposals.
-            function = self.trainer.state.fn if self.trainer is not None else None
+            function = "predict" if self.predict_only else self.trainer.state.fn if self.trainer is not None else None
             self.compute_proposals(STAGE_ROLES.get(getattr(function, "value", function), ROLES))
 
     def compute_proposals(self, roles: tuple[str, ...] = ROLES) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class ImageFolderDataModule(FileDataModule):
         self.collate_fn = collate_samples
 
     def prepare_data(self) -> None:
-        if self.embedded:
+        if self.embedded and not self.predict_only:
             mnist5k.export_mnist5k(self.root)
 
     def transform(self, train: bool) -> Callable:

@@ -250,8 +250,11 @@ class ProposalCache:
             f"--width {width} --k {self.k}"
         )
 
-    def load(self, image_path: str | os.PathLike) -> np.ndarray:
-        """The image's stored proposals: R x 4 float32 xyxy boxes in its pixels, best first."""
+    def load(self, image_path: str | os.PathLike | Image.Image) -> np.ndarray:
+        """The image's stored proposals: R x 4 float32 xyxy boxes in its pixels, best first. An image held in
+        memory (``lit_models.load(...).predict(picture)``) has no file to key a cache by: it is searched now."""
+        if isinstance(image_path, Image.Image):
+            return selective_search(image_path, self.mode, self.max_proposals, self.width, self.k)
         file = self.file(image_path)
         if not file.is_file():
             raise DataError(
