@@ -24,23 +24,27 @@ FAMILIES = {"classification": classifier, "segmentation": segmenter, "detection"
 
 
 def train_and_move(family: str, tmp_path: Path) -> Path:
-    """Fit one step on data under tmp_path, save the checkpoint, copy only it to a new folder, delete the rest."""
+    """Fit on data under tmp_path, keep only the checkpoint, in a new folder, and delete the data."""
     data_root = tmp_path / "training"
     if family == "classification":
         make_image_tree(data_root, {"train": 4, "val": 2})
     else:
         shapes.export_shapes(data_root, 4, 2, 0)
     torch.manual_seed(0)
-    model, data = FAMILIES[family](data_root)
-    trainer = pl.Trainer(max_steps=1, limit_val_batches=1, logger=False, enable_progress_bar=False,
+    alone = fit_and_save(*FAMILIES[family](data_root), tmp_path)
+    shutil.rmtree(data_root)
+    return alone
+
+
+def fit_and_save(model: pl.LightningModule, data: pl.LightningDataModule, tmp_path: Path) -> Path:
+    """Two training steps, then the checkpoint alone in a new folder (the run's folder deleted)."""
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
     trainer.fit(model, data)
-    trainer.save_checkpoint(tmp_path / "run" / "model.ckpt")
     alone = tmp_path / "elsewhere" / "model.ckpt"
     alone.parent.mkdir()
-    shutil.copy(tmp_path / "run" / "model.ckpt", alone)
-    shutil.rmtree(data_root)
-    shutil.rmtree(tmp_path / "run")
+    trainer.save_checkpoint(alone)
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
     return alone
 
 
@@ -108,13 +112,7 @@ def test_what_is_not_a_lit_models_checkpoint_or_an_image_says_so(tmp_path):
 
 def test_a_language_model_checkpoint_alone_continues_prompts(tmp_path, one_thread):
     torch.manual_seed(0)
-    model, data = language_model(tmp_path)
-    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
-    trainer.fit(model, data)
-    checkpoint = tmp_path / "elsewhere" / "model.ckpt"
-    checkpoint.parent.mkdir()
-    trainer.save_checkpoint(checkpoint)
+    checkpoint = fit_and_save(*language_model(tmp_path), tmp_path)
     (tmp_path / "book.txt").unlink()  # the training text is gone
     (checkpoint.parent / "prompts.txt").write_text("a truth\n\nman in\n", encoding="utf-8")
 
@@ -136,13 +134,7 @@ def test_a_language_model_checkpoint_alone_continues_prompts(tmp_path, one_threa
 
 def test_a_sequence_classifier_checkpoint_alone_predicts_on_an_array_file(tmp_path, one_thread):
     torch.manual_seed(0)
-    model, data = sequence_classifier(tmp_path)
-    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
-    trainer.fit(model, data)
-    checkpoint = tmp_path / "elsewhere" / "model.ckpt"
-    checkpoint.parent.mkdir()
-    trainer.save_checkpoint(checkpoint)
+    checkpoint = fit_and_save(*sequence_classifier(tmp_path), tmp_path)
     (tmp_path / "signs.npz").unlink()
     new = np.random.default_rng(3).normal(0, 1, (5, 7, 1)).astype(np.float32)  # unlabelled, another length
     np.savez(checkpoint.parent / "new.npz", x=new)
