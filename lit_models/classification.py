@@ -37,7 +37,8 @@ class ImageClassifier(TaskModule):
     Args:
         num_classes: Number of classes (set from the data by the CLI).
         label_smoothing: Cross-entropy label smoothing in training (Szegedy et al. 2016 use 0.1).
-        weights: Local weight file (torchvision state dict or lit-models checkpoint) to start from; a head of
+        weights: Weights to start from: torchvision's by name (IMAGENET1K_V1, DEFAULT; from torch's cache, downloaded
+            there when missing), or a local file (torchvision state dict or lit-models checkpoint). A head of
             another size is left freshly initialised.
     """
 

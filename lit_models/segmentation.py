@@ -34,8 +34,9 @@ class Segmenter(TaskModule):
         num_classes: Number of classes, background included (set from the data by the CLI).
         loss_reduction: "mean" over labelled pixels, or "sum" over pixels averaged over images (Caffe's
             ``normalize: false``, the FCN paper's, whose learning rates assume it).
-        weights_backbone: Local classifier weights for the backbone, as the paper starts from ImageNet: a
-            torchvision vgg16/vgg16_bn/resnet state dict or a lit-models VGG/ResNet checkpoint.
+        weights_backbone: Classifier weights for the backbone, as the paper starts from ImageNet: torchvision's by
+            name (IMAGENET1K_V1, DEFAULT), or a local vgg16/vgg16_bn/resnet state dict or lit-models VGG/ResNet
+            checkpoint.
     """
 
     monitor = "val/miou"

@@ -41,8 +41,9 @@ class Detector(TaskModule):
 
     Args:
         num_classes: Classes including background (set from the data by the CLI).
-        weights_backbone: Classifier weights for the backbone (torchvision state dict or lit-models checkpoint);
-            a VGG-16 trunk with a 4096-wide head also initialises fc6/fc7 from them, as the papers do.
+        weights_backbone: Classifier weights for the backbone: torchvision's by name (IMAGENET1K_V1, DEFAULT), or a
+            local torchvision state dict or lit-models checkpoint; a VGG-16 trunk with a 4096-wide head also
+            initialises fc6/fc7 from them, as the papers do.
     """
 
     monitor = "val/map_50"

@@ -104,6 +104,7 @@ class AlexNet(nn.Module):
                 in conv2/4/5 and the hidden FC layers) or "kaiming" (He et al. 2015, fan-in).
         """
         super().__init__()
+        self.torchvision_name = "alexnet" if variant == "torchvision" else None  # the paper's has no weights
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
         if two_tower and variant != "paper":

@@ -173,6 +173,7 @@ class DenseNet(nn.Module):
                 cost; results are identical.
         """
         super().__init__()
+        self.torchvision_name = f"densenet{depth}"
         if depth not in _DEPTHS:
             raise ValueError(f"depth must be one of {sorted(_DEPTHS)}, got {depth!r}")
         if not 0.0 < compression <= 1.0:

@@ -188,6 +188,7 @@ class GoogLeNet(nn.Module):
             aux_dropout: Dropout probability in the auxiliary heads (paper: 0.7).
         """
         super().__init__()
+        self.torchvision_name = "googlenet" if variant == "torchvision" else None  # the paper's has no weights
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {list(_VARIANTS)}, got {variant!r}")
         if num_classes < 1:

@@ -156,6 +156,7 @@ class ResNet(nn.Module):
                 (Goyal et al. 2017).
         """
         super().__init__()
+        self.torchvision_name = f"resnet{depth}"  # whose weights fit when the layout is torchvision's
         if depth not in STAGES:
             raise ValueError(f"ResNet depth must be one of {sorted(STAGES)}, got {depth}")
         if shortcut not in ("A", "B", "C"):

@@ -59,6 +59,7 @@ class VGG(nn.Module):
             dropout: Dropout probability after each hidden fully connected layer.
         """
         super().__init__()
+        self.torchvision_name = f"vgg{depth}_bn" if batch_norm else f"vgg{depth}"
         if depth not in _CONVS_PER_STAGE:
             raise ValueError(f"depth must be one of {sorted(_CONVS_PER_STAGE)}, got {depth!r}")
         check_classifier_head("VGG", num_classes, width_mult, representation_size, dropout)
