@@ -383,13 +383,12 @@ def version_line() -> str:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["predict"] and sys.argv[2:3] and not sys.argv[2].startswith("-"):
-        # `lit-models predict CHECKPOINT INPUTS`: a checkpoint alone, without config or training data.
-        from lit_models import inference
-
+    if sys.argv[1:2] in (["predict"], ["export"]) and sys.argv[2:3] and not sys.argv[2].startswith("-"):
+        # `lit-models predict CHECKPOINT INPUTS` / `export CHECKPOINT`: a checkpoint alone, no config or data.
+        command = importlib.import_module("lit_models.inference" if sys.argv[1] == "predict" else "lit_models.export")
         quiet_libraries()
         with errors_as_messages((ValueError, OSError)):
-            inference.main(sys.argv[2:])
+            command.main(sys.argv[2:])
         return
     if sys.argv[1:2] == ["recipes"]:
         try:

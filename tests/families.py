@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,15 @@ def build(family: str, request: pytest.FixtureRequest) -> tuple[pl.LightningModu
     torch.manual_seed(0)
     make, root = FAMILIES[family]
     return make(request.getfixturevalue(root))
+
+
+def fit_and_save(model: pl.LightningModule, data: pl.LightningDataModule, tmp_path: Path) -> Path:
+    """Two training steps, then the checkpoint alone in a new folder (the run's folder deleted)."""
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
+    trainer.fit(model, data)
+    alone = tmp_path / "elsewhere" / "model.ckpt"
+    alone.parent.mkdir()
+    trainer.save_checkpoint(alone)
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
+    return alone

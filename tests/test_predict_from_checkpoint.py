@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from conftest import make_image_tree, run_cli
-from families import TEXT, classifier, detector, language_model, segmenter, sequence_classifier
+from families import TEXT, classifier, detector, fit_and_save, language_model, segmenter, sequence_classifier
 from PIL import Image
 
 import lit_models
@@ -33,18 +32,6 @@ def train_and_move(family: str, tmp_path: Path) -> Path:
     torch.manual_seed(0)
     alone = fit_and_save(*FAMILIES[family](data_root), tmp_path)
     shutil.rmtree(data_root)
-    return alone
-
-
-def fit_and_save(model: pl.LightningModule, data: pl.LightningDataModule, tmp_path: Path) -> Path:
-    """Two training steps, then the checkpoint alone in a new folder (the run's folder deleted)."""
-    trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))  # fmt: skip
-    trainer.fit(model, data)
-    alone = tmp_path / "elsewhere" / "model.ckpt"
-    alone.parent.mkdir()
-    trainer.save_checkpoint(alone)
-    shutil.rmtree(tmp_path / "run", ignore_errors=True)
     return alone
 
 

@@ -1,0 +1,82 @@
+"""Every family's checkpoint exports to ONNX, and onnxruntime gives PyTorch's outputs on a new batch (of another size
+than the example the graph was traced with), within lit_models.export.TOLERANCE."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from conftest import make_image_tree, run_cli
+from families import detector, fit_and_save, language_model, segmenter, sequence_classifier
+
+import lit_models
+from lit_models import FasterRCNN, ImageFolderDataModule, ResNet
+from lit_models.datamodules.sources import shapes
+from lit_models.export import TOLERANCE, export, graph
+
+
+def googlenet(root):
+    make_image_tree(root, {"train": 3, "val": 1})
+    data = ImageFolderDataModule(str(root), image_size=32, batch_size=4, num_workers=0)
+    return lit_models.GoogLeNet(num_classes=3, variant="torchvision", width_mult=0.125), data
+
+
+def resnet(root):
+    make_image_tree(root, {"train": 3, "val": 1})
+    data = ImageFolderDataModule(str(root), image_size=32, batch_size=4, num_workers=0)
+    return ResNet(num_classes=3, depth=18, width_mult=0.125), data
+
+
+def faster_rcnn(root):
+    shapes.export_shapes(root, 3, 1, 0)
+    _, data = detector(root)
+    model = FasterRCNN(num_classes=data.num_classes, backbone="resnet18", width_mult=0.125, representation_size=16,
+                       min_size=64, max_size=64, anchor_sizes=(16, 32))  # fmt: skip
+    return model, data
+
+
+def shapes_family(make):
+    def build(root):
+        shapes.export_shapes(root, 3, 1, 0)
+        return make(root)
+
+    return build
+
+
+BUILDERS = {
+    "resnet": resnet,
+    "googlenet": googlenet,
+    "fcn": shapes_family(segmenter),
+    "yolo": shapes_family(detector),
+    "faster_rcnn": faster_rcnn,
+    "language_model": language_model,
+    "sequence_classifier": sequence_classifier,
+}
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_every_family_exports_to_onnx_and_onnxruntime_agrees(name, tmp_path, one_thread):
+    torch.manual_seed(0)
+    (tmp_path / "data").mkdir()
+    checkpoint = fit_and_save(*BUILDERS[name](tmp_path / "data"), tmp_path)
+    path, what, difference = export(checkpoint, tmp_path / "model.onnx")
+    assert difference <= TOLERANCE and what
+    with pytest.raises(FileExistsError, match="already exists"):
+        export(checkpoint, tmp_path / "model.onnx")
+
+    module = lit_models.load(checkpoint, device="cpu")
+    net, example, _ = graph(module)
+    batch = torch.cat([example, example.flip(0) if example.dtype == torch.int64 else torch.randn_like(example)])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    found = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+    with torch.no_grad():
+        expected = net.eval()(batch).numpy()
+    assert found.shape == expected.shape and np.abs(found - expected).max() <= TOLERANCE
+
+
+def test_export_from_the_command_line(tmp_path, one_thread):
+    torch.manual_seed(0)
+    checkpoint = fit_and_save(*resnet(tmp_path / "data"), tmp_path)
+    result = run_cli("export", str(checkpoint), cwd=checkpoint.parent)
+    assert checkpoint.with_suffix(".onnx").is_file() and "onnxruntime matches PyTorch" in result.stdout
