@@ -383,9 +383,11 @@ def version_line() -> str:
 
 
 def main() -> None:
-    if sys.argv[1:2] in (["predict"], ["export"]) and sys.argv[2:3] and not sys.argv[2].startswith("-"):
-        # `lit-models predict CHECKPOINT INPUTS` / `export CHECKPOINT`: a checkpoint alone, no config or data.
-        command = importlib.import_module("lit_models.inference" if sys.argv[1] == "predict" else "lit_models.export")
+    commands = {"predict": "lit_models.inference", "export": "lit_models.export", "summary": "lit_models.summary"}
+    if sys.argv[1:2] and sys.argv[1] in commands and sys.argv[2:3] and not sys.argv[2].startswith("-"):
+        # `lit-models predict CHECKPOINT INPUTS`, `export CHECKPOINT`, `summary CHECKPOINT|CONFIG`: a checkpoint
+        # alone (or a recipe), without LightningCLI's subcommand arguments.
+        command = importlib.import_module(commands[sys.argv[1]])
         quiet_libraries()
         with errors_as_messages((ValueError, OSError)):
             command.main(sys.argv[2:])

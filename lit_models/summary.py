@@ -1,0 +1,80 @@
+"""``lit-models summary CHECKPOINT|CONFIG``: parameters, FLOPs per sample (torch's FLOP counter, counting a
+multiply-add as 2) and a per-layer table of a checkpoint's or a recipe's network, on the input its data feeds it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from lit_models.export import FirstOutput, graph
+from lit_models.inference import class_path, load
+
+
+def layer_table(
+    net: nn.Module, example: torch.Tensor, depth: int = 1
+) -> tuple[list[tuple[str, str, int, float]], int, float]:
+    """(rows of (layer, type, parameters, FLOPs per sample) for the modules ``depth`` levels down, total
+    parameters, total FLOPs per sample) of one forward pass on ``example`` (its first dimension the batch)."""
+    with torch.no_grad(), FlopCounterMode(display=False, depth=depth + 1) as counter:
+        net.eval()(example)
+    counts = counter.get_flop_counts()
+    root = type(net).__name__
+    rows = []
+    for name, layer in net.named_modules():
+        if name and name.count(".") == depth - 1:
+            flops = sum(counts.get(f"{root}.{name}", {}).values()) / len(example)
+            rows.append((name, type(layer).__name__, sum(p.numel() for p in layer.parameters()), flops))
+    total = sum(counter.get_flop_counts().get("Global", {}).values()) / len(example)
+    return rows, sum(p.numel() for p in net.parameters()), total
+
+
+def module_of(source: str) -> nn.Module:
+    """The LightningModule of a checkpoint, or of a recipe (built with its DataModule, as ``fit`` builds it)."""
+    if Path(source).suffix == ".ckpt":
+        return load(source, device="cpu")
+    from lit_models.cli import LitModelsCLI
+    from lit_models.recipes import resolve_recipe_arguments
+
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the recipe alone, not this command's own arguments
+    try:
+        cli = LitModelsCLI(args=resolve_recipe_arguments(["--config", source]), run=False)
+    finally:
+        sys.argv = argv
+    module = cli.model
+    module.inference_data = (class_path(type(cli.datamodule)), dict(cli.datamodule.hparams))
+    if hasattr(module, "build") and module.net is None:  # a sequence module takes its task from the data
+        module.build(cli.datamodule.task, cli.datamodule.input_size)
+    return module
+
+
+def describe(source: str | os.PathLike, depth: int = 1) -> str:
+    module = module_of(str(source))
+    net, example, what = graph(module)
+    net = net.net if isinstance(net, FirstOutput) else net  # the layers of the network itself
+    rows, parameters, flops = layer_table(net, example, depth)
+    shape = " x ".join(str(size) for size in example.shape[1:])
+    lines = [
+        f"{type(module).__name__} ({type(net).__name__}): {what}",
+        f"input per sample: {shape}; parameters: {parameters:,}; FLOPs per sample: {flops / 1e9:.3f} G",
+        "",
+        f"{'layer':<32} {'type':<24} {'parameters':>14} {'GFLOPs':>10}",
+    ]
+    lines += [
+        f"{name:<32} {kind:<24} {count:>14,} {layer_flops / 1e9:>10.4f}" for name, kind, count, layer_flops in rows
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    """``lit-models summary CHECKPOINT|CONFIG [--depth N]``."""
+    parser = argparse.ArgumentParser(prog="lit-models summary", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="a .ckpt file written by lit-models, or a recipe (name or YAML file)")
+    parser.add_argument("--depth", type=int, default=1, help="how many levels of layers the table lists")
+    args = parser.parse_args(argv)
+    print(describe(args.source, args.depth))
