@@ -1,4 +1,5 @@
-"""Parameter counts of every classifier configuration at 1,000 classes, beside torchvision's where it has one.
+"""Parameter counts of every classifier configuration at 1,000 classes, beside torchvision's where it has one, and
+FLOPs per 224 x 224 image (torch's FLOP counter: a multiply-add counts 2).
 
 python benchmarks/param_counts.py      # prints the table in docs/classification.md (nets are built on the meta device)
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
 from lit_models.nets.alexnet import AlexNet
 from lit_models.nets.densenet import DenseNet
@@ -37,17 +39,24 @@ def count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def gflops(net: torch.nn.Module) -> float:
+    """FLOPs of one 224 x 224 image, in billions (counted on the meta device: no arithmetic is done)."""
+    with FlopCounterMode(display=False) as counter:
+        net.eval()(torch.empty(1, 3, 224, 224))
+    return counter.get_total_flops() / 1e9
+
+
 def main() -> None:
-    print("| module | arguments | parameters | torchvision |")
-    print("|---|---|---:|---:|")
+    print("| module | arguments | parameters | torchvision | GFLOPs (224 px) |")
+    print("|---|---|---:|---:|---:|")
     with torch.device("meta"):
         for name, args, build, reference in ROWS:
-            ours = count(build())
             theirs = "—"
             if reference:
                 kwargs = {"aux_logits": False, "init_weights": False} if reference == "googlenet" else {}
                 theirs = f"{count(getattr(torchvision.models, reference)(**kwargs)):,}"
-            print(f"| `{name}` | `{args}` | {ours:,} | {theirs} |")
+            net = build()
+            print(f"| `{name}` | `{args}` | {count(net):,} | {theirs} | {gflops(net):.2f} |")
 
 
 if __name__ == "__main__":
