@@ -137,3 +137,25 @@ def test_a_sequence_classifier_checkpoint_alone_predicts_on_an_array_file(tmp_pa
     np.savez(checkpoint.parent / "wide.npz", x=np.zeros((2, 7, 3), np.float32))
     with pytest.raises(ValueError, match="with input_size 1, but ArrayDataModule serves .* with input_size 3"):
         loaded.predict(checkpoint.parent / "wide.npz")
+
+
+def test_a_region_proposal_detector_checkpoint_alone_searches_the_new_images(tmp_path, one_thread, monkeypatch):
+    monkeypatch.setenv("LIT_MODELS_CACHE", str(tmp_path / "cache"))
+    shapes.export_shapes(tmp_path / "VOC", num_train=4, num_val=2, num_test=0, size=64)
+    options = {"proposals": "fast", "proposal_width": None, "num_workers": 0, "batch_size": 2}
+    data = lit_models.DetectionDataModule(str(tmp_path / "VOC"), proposal_dir=str(tmp_path / "proposals"), **options)
+    model = lit_models.FastRCNN(num_classes=data.num_classes, backbone="resnet18", width_mult=0.125,
+                                representation_size=32, min_size=None)  # fmt: skip
+    torch.manual_seed(0)
+    checkpoint = fit_and_save(model, data, tmp_path)
+    shutil.rmtree(tmp_path / "VOC")
+    shutil.rmtree(tmp_path / "proposals")
+    photos = new_images(tmp_path / "photos")
+
+    loaded = lit_models.load(checkpoint, device="cpu")
+    results = loaded.predict(photos)
+    assert len(results) == 3 and all(set(result["names"]) <= set(loaded.class_names) for result in results)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3  # the new images' proposals, cached
+    assert not (tmp_path / "cache" / "shapes" / "JPEGImages").exists()  # no embedded data was generated
+    in_memory = loaded.predict(Image.open(photos / "set1" / "photo1.jpg"))
+    assert torch.allclose(in_memory[0]["boxes"], next(r for r in results if r["name"] == "set1/photo1")["boxes"])
