@@ -55,6 +55,13 @@ def mean_average_precision(**options: Any) -> MeanAveragePrecision:
     )
 
 
+def voc07_average_precision(class_metrics: bool = False) -> MeanAveragePrecision:
+    """PASCAL VOC 2007's 11-point interpolated AP at IoU 0.5, as ``map_50``: COCO's algorithm with the precision
+    envelope read at recalls 0, 0.1, ..., 1 and averaged (VOC's devkit does the same; matching: see Detector)."""
+    recalls = [step / 10 for step in range(11)]
+    return mean_average_precision(iou_thresholds=[0.5], rec_thresholds=recalls, class_metrics=class_metrics)
+
+
 def gather_images(metric: MeanAveragePrecision) -> None:
     """Give every rank the per-image detections and truth of all ranks (any number of images per rank)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

@@ -13,7 +13,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision.utils import draw_bounding_boxes
 
 from lit_models.callbacks import CLASS_COLOURS, DetectionWriter
-from lit_models.metrics import evaluation_targets, gather_images, mean_average_precision
+from lit_models.metrics import evaluation_targets, gather_images, mean_average_precision, voc07_average_precision
 from lit_models.pictures import Sample, displayable, image_statistics, side_by_side
 from lit_models.task import TaskModule
 
@@ -44,6 +44,11 @@ class Detector(TaskModule):
         weights_backbone: Classifier weights for the backbone: torchvision's by name (IMAGENET1K_V1, DEFAULT), or a
             local torchvision state dict or lit-models checkpoint; a VGG-16 trunk with a 4096-wide head also
             initialises fc6/fc7 from them, as the papers do.
+        voc07_ap: Also log PASCAL VOC 2007's 11-point interpolated AP at IoU 0.5, the measure of the R-CNN,
+            SPPNet, Fast/Faster R-CNN and YOLO tables, as ``{stage}/map_50_voc07`` (and per class in test,
+            ``test/ap_50_voc07/<class>``). It is COCO's evaluation at recalls 0, 0.1, ..., 1 (the precision
+            envelope's value at each, averaged), with difficult objects ignored; COCO's matching gives a detection
+            the best box not yet matched, where VOC's devkit counts it false when its best box is taken.
     """
 
     monitor = "val/map_50"
@@ -55,6 +60,7 @@ class Detector(TaskModule):
         self,
         num_classes: int = 21,
         weights_backbone: str | None = None,
+        voc07_ap: bool = False,
         bias_lr_mult: float = 1.0,
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
@@ -70,6 +76,8 @@ class Detector(TaskModule):
         self.test_map = mean_average_precision()
         # VOC's per-class table: AP at IoU 0.5 only (class_metrics reports per class at the given thresholds).
         self.test_class_ap = mean_average_precision(iou_thresholds=[0.5], class_metrics=True)
+        stages = ("val", "test") if voc07_ap else ()
+        self.voc07 = nn.ModuleDict({stage: voc07_average_precision(class_metrics=stage == "test") for stage in stages})
 
     @classmethod
     def data_arguments(cls, model_args: dict[str, Any], data_args: dict[str, Any]) -> dict[str, Any]:
@@ -128,19 +136,32 @@ class Detector(TaskModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         _, targets = self.split(batch)
-        self.val_map.update(self.detect(batch), evaluation_targets(targets))
+        detections, truth = self.detect(batch), evaluation_targets(targets)
+        self.val_map.update(detections, truth)
+        if "val" in self.voc07:
+            self.voc07["val"].update(detections, truth)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         _, targets = self.split(batch)
         detections, truth = self.detect(batch), evaluation_targets(targets)
         self.test_map.update(detections, truth)
         self.test_class_ap.update(detections, truth)
+        if "test" in self.voc07:
+            self.voc07["test"].update(detections, truth)
 
     def log_map(self, stage: str, metric: MeanAveragePrecision) -> None:
         gather_images(metric)  # every rank then computes the same, global values
         result = metric.compute()
         self.log_dict({f"{stage}/{key}": result[key] for key in LOGGED}, prog_bar=True)
         metric.reset()
+        if stage in self.voc07:
+            gather_images(self.voc07[stage])
+            voc07 = self.voc07[stage].compute()
+            self.log(f"{stage}/map_50_voc07", voc07["map_50"], prog_bar=True)
+            if stage == "test":
+                classes = voc07["classes"].tolist()
+                self.log_per_class("test/ap_50_voc07", voc07["map_per_class"].reshape(-1).tolist(), classes)
+            self.voc07[stage].reset()
 
     def on_validation_epoch_end(self) -> None:
         self.log_map("val", self.val_map)
