@@ -98,9 +98,19 @@ class ImageClassifier(TaskModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
+    def evaluation_logits(self, images: Tensor) -> Tensor:
+        """Class scores of evaluation images N x 3 x H x W; for multi-crop batches N x crops x 3 x H x W (ten-crop
+        test, ``ImageFolderDataModule(test_crops=10)``), the log of the softmax averaged over each image's crops,
+        as AlexNet's and ResNet's tables are measured."""
+        if images.dim() == 4:
+            return self.logits(self(images))
+        count, crops = images.shape[:2]
+        probs = torch.softmax(self.logits(self(images.flatten(0, 1))), dim=1).view(count, crops, -1).mean(dim=1)
+        return probs.log()
+
     def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> Tensor:
         images, labels = self.split(batch)
-        logits = self.logits(self(images))
+        logits = self.evaluation_logits(images)
         # Plain cross-entropy (no smoothing) so the number is comparable across recipes.
         loss = F.cross_entropy(logits, labels)
         metrics.update(logits, labels)

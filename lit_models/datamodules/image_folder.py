@@ -75,6 +75,7 @@ class ImageFolderDataModule(FileDataModule):
         skip_corrupt: bool = False,
         predict_dir: str | None = None,
         cache_dir: str | None = None,
+        test_crops: int = 1,
     ) -> None:
         """Configure the data.
 
@@ -98,10 +99,14 @@ class ImageFolderDataModule(FileDataModule):
             skip_corrupt: Replace undecodable images with the next readable one and log them, instead of stopping.
             predict_dir: Folder of images (any depth) for ``predict``; default: the test split, else val.
             cache_dir: Where embedded data is exported (default $LIT_MODELS_CACHE or ~/.cache/lit_models).
+            test_crops: 1 (the centre crop), or 10: ``test`` scores each image by the softmax averaged over its
+                ten crops (torchvision's TenCrop; AlexNet's and ResNet's protocol). Validation stays single-crop.
         """
         super().__init__()
         self.save_hyperparameters()
         check_fractions(val_fraction)
+        if test_crops not in (1, 10):
+            raise ValueError(f"test_crops must be 1 (centre crop) or 10 (TenCrop), got {test_crops}")
         self.embedded = root is None
         if self.embedded:
             self.root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -122,7 +127,7 @@ class ImageFolderDataModule(FileDataModule):
         if self.embedded and not self.predict_only:
             mnist5k.export_mnist5k(self.root)
 
-    def transform(self, train: bool) -> Callable:
+    def transform(self, train: bool, crops: int = 1) -> Callable:
         hp = self.hparams
         return classification_transform(
             hp.preset,
@@ -134,6 +139,7 @@ class ImageFolderDataModule(FileDataModule):
             hp.scale_jitter,
             tuple(hp.mean),
             tuple(hp.std),
+            crops,
         )
 
     def setup(self, stage: str) -> None:
@@ -158,7 +164,7 @@ class ImageFolderDataModule(FileDataModule):
         self.datasets["val"] = ImageFileDataset(val, self.transform(train=False), skip)
         if (self.root / "test").is_dir():
             test = list_labelled_images(self.root / "test", self.class_names)
-            self.datasets["test"] = ImageFileDataset(test, self.transform(train=False), skip)
+            self.datasets["test"] = ImageFileDataset(test, self.transform(False, self.hparams.test_crops), skip)
         predict_dir = self.hparams.predict_dir
         if predict_dir:
             _, files = list_predict_images(predict_dir)

@@ -47,8 +47,11 @@ def classification_transform(
     scale_jitter: float = 0.0,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    crops: int = 1,
 ) -> v2.Compose:
-    """PIL image -> normalised float tensor 3 x image_size x image_size.
+    """PIL image -> normalised float tensor 3 x image_size x image_size (crops x 3 x image_size x image_size with
+    ``crops=10`` in evaluation: torchvision's TenCrop of the resized image, the four corners and the centre and
+    their mirror images, AlexNet's and ResNet's test protocol).
 
     "imagenet": train = random-resized-crop (scale 0.08-1, Szegedy et al. 2015) + flip; eval = resize to
     image_size * 256/224 then centre-crop (the 256 -> 224 single-crop protocol of torchvision's published numbers).
@@ -73,9 +76,23 @@ def classification_transform(
     if train and hflip:
         geometry.append(v2.RandomHorizontalFlip())
     photometric = [PCALighting(lighting)] if train and lighting > 0 else []
+    if crops not in (1, 10):
+        raise ValueError(f"test crops must be 1 or 10, got {crops}")
+    multi_crop = []
+    if crops == 10 and not train:  # resize only, then the ten crops of it
+        geometry = [geometry[0] if preset == "imagenet" else v2.Resize(round(image_size * 256 / 224), antialias=True)]
+        multi_crop = [v2.TenCrop(image_size), StackCrops()]
     return v2.Compose(
-        [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *photometric, v2.Normalize(mean, std)]
-    )
+        [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *photometric, v2.Normalize(mean, std),
+         *multi_crop]
+    )  # fmt: skip
+
+
+class StackCrops(torch.nn.Module):
+    """TenCrop's tuple of crops -> one tensor crops x 3 x H x W."""
+
+    def forward(self, crops: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.stack([crop.as_subclass(torch.Tensor) for crop in crops])
 
 
 def segmentation_transform(
