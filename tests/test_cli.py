@@ -29,7 +29,7 @@ def last_value(run_dir: Path, key: str) -> float:
 def test_help_and_print_config(tmp_path):
     assert "{fit,validate,test,predict}" in run_cli("--help", cwd=tmp_path).stdout
     model_help = " ".join(run_cli("fit", "--model.help", "ResNet", cwd=tmp_path).stdout.split())
-    assert "--model.depth {18,34,50,101,152}" in model_help and "plain network" in model_help
+    assert "--model.depth {18,34,50,101,152,20,32,44,56,110}" in model_help and "plain network" in model_help
     printed = run_cli("fit", "--config", QUICKSTART, "--print_config", cwd=tmp_path).stdout
     assert "class_path: lit_models.ResNet" in printed and "seed_everything: 0" in printed
 

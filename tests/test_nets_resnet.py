@@ -86,7 +86,7 @@ def test_zero_init_residual_starts_blocks_as_identity():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"depth": 20}, "depth must be one of"),
+        ({"depth": 21}, "depth must be one of"),
         ({"shortcut": "D"}, "shortcut"),
         ({"width_mult": 0}, "width_mult"),
     ],
@@ -94,3 +94,17 @@ def test_zero_init_residual_starts_blocks_as_identity():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ResNet(**kwargs)
+
+
+@pytest.mark.parametrize(("depth", "millions"), [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)])
+def test_the_cifar_networks_of_section_4_2_have_the_papers_sizes(depth, millions):
+    """He et al. 2016, Table 6: 6n + 2 layers, option A shortcuts; the plain twins have the same parameters."""
+    residual = ResNet(depth=depth, num_classes=10, shortcut="A")
+    plain = ResNet(depth=depth, num_classes=10, shortcut="A", residual=False)
+    count = sum(p.numel() for p in residual.parameters())
+    assert round(count / 1e6, 2 if millions < 1 else 1) == millions
+    assert sum(p.numel() for p in plain.parameters()) == count
+    assert residual(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert residual.features(torch.randn(1, 3, 32, 32)).shape == (1, 64, 8, 8)  # stages at 32, 16 and 8 px
+    convs = [m for m in residual.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) + 1 == depth  # the weighted layers: convolutions and the classifier

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # depth -> (block type, blocks per stage); paper Table 1.
-STAGES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+STAGES: dict[int, tuple[str, tuple[int, ...]]] = {
+    # The CIFAR-10 networks of §4.2: three stages of n basic blocks (6n + 2 weighted layers), 16/32/64 wide.
+    **{6 * n + 2: ("basic", (n, n, n)) for n in (3, 5, 7, 9, 18)},
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -126,13 +128,16 @@ class ResNet(nn.Module):
     """Residual network, or with ``residual=False`` the paper's *plain* network of the same depth.
 
     Deviations and options: batch norm after every convolution as in the paper (§3.4); ``small_input`` replaces
-    the 7x7/2 stem and its max-pool with one 3x3/1 convolution for 32x32-class images (the CIFAR networks of §4.2
-    keep the ImageNet stage widths here, so weights stay interchangeable with the ImageNet model except conv1).
+    the 7x7/2 stem and its max-pool with one 3x3/1 convolution for 32x32-class images, keeping the ImageNet stage
+    widths (weights stay interchangeable with the ImageNet model except conv1). Depths 20, 32, 44, 56 and 110 are
+    the paper's CIFAR-10 networks (§4.2): a 3x3 stem of 16 channels, three stages of n basic blocks 16, 32 and 64
+    wide (strides 1, 2, 2), global average pooling and the classifier; with ``shortcut="A"`` (the paper's) ResNet-20
+    has 0.27 M parameters and ResNet-56 0.85 M (Table 6), and ``residual=False`` gives the plain twins of Figure 6.
     """
 
     def __init__(
         self,
-        depth: Literal[18, 34, 50, 101, 152] = 50,
+        depth: Literal[18, 34, 50, 101, 152, 20, 32, 44, 56, 110] = 50,
         num_classes: int = 1000,
         residual: bool = True,
         shortcut: Literal["A", "B", "C"] = "B",
@@ -144,7 +149,8 @@ class ResNet(nn.Module):
         """Build the network.
 
         Args:
-            depth: Number of weighted layers: 18, 34 (basic blocks) or 50, 101, 152 (bottleneck blocks).
+            depth: Number of weighted layers: 18, 34 (basic blocks) or 50, 101, 152 (bottleneck blocks); 20, 32, 44,
+                56, 110 for the CIFAR-10 networks of §4.2 (3 stages, 16/32/64 wide, 3x3 stem; use shortcut "A").
             num_classes: Size of the classifier output.
             residual: False removes every shortcut, giving the paper's plain network (degradation experiment).
             shortcut: Paper §3.3 option: "A" zero-padding identity, "B" projection only where the shape changes
@@ -156,7 +162,8 @@ class ResNet(nn.Module):
                 (Goyal et al. 2017).
         """
         super().__init__()
-        self.torchvision_name = f"resnet{depth}"  # whose weights fit when the layout is torchvision's
+        cifar = depth in (20, 32, 44, 56, 110)
+        self.torchvision_name = None if cifar else f"resnet{depth}"  # whose weights fit a torchvision layout
         if depth not in STAGES:
             raise ValueError(f"ResNet depth must be one of {sorted(STAGES)}, got {depth}")
         if shortcut not in ("A", "B", "C"):
@@ -165,9 +172,9 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet width_mult must be positive, got {width_mult}")
         kind, blocks = STAGES[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
-        widths = [max(1, round(w * width_mult)) for w in (64, 128, 256, 512)]
+        widths = [max(1, round(w * width_mult)) for w in ((16, 32, 64) if cifar else (64, 128, 256, 512))]
 
-        if small_input:
+        if small_input or cifar:
             self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
         else:
@@ -202,9 +209,11 @@ class ResNet(nn.Module):
                     nn.init.zeros_(module.last_bn().weight)
 
     def features(self, x: Tensor) -> Tensor:
-        """Last stage's feature map: N x C x H/32 x W/32 (H x W with ``small_input``, over 8)."""
+        """Last stage's feature map: N x C x H/32 x W/32 (H/8 x W/8 with ``small_input``, H/4 x W/4 for CIFAR)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for stage in (self.layer1, self.layer2, self.layer3, getattr(self, "layer4", None)):
+            x = stage(x) if stage is not None else x
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
