@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from lit_models.pictures import Picture, Sample, confusion_picture, displayable,
 from lit_models.task import TaskModule
 
 
-class ImageClassifier(TaskModule):
+class ImageClassifier(TaskModule, ABC):
     """The classification loop shared by every architecture.
 
     Cross-entropy (optional label smoothing) in training; micro top-1/top-5 accuracy and loss for val/test,
@@ -67,9 +68,9 @@ class ImageClassifier(TaskModule):
         if weights:
             load_weights(self.net, weights, num_classes)
 
+    @abstractmethod
     def build_net(self, num_classes: int, **net_args: Any) -> nn.Module:
         """The architecture's network, from the constructor's ``**net_args`` (each module defines it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define build_net")
 
     def forward(self, images: Tensor) -> Any:
         return self.net(images)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from lit_models.task import TaskModule
 IGNORE_INDEX = 255  # void pixels (object borders in VOC, padding here): no loss, not counted by any metric
 
 
-class Segmenter(TaskModule):
+class Segmenter(TaskModule, ABC):
     """The segmentation loop shared by every architecture.
 
     Per-pixel cross-entropy that ignores void (255); mIoU (``MulticlassJaccardIndex``) and pixel accuracy for
@@ -68,9 +69,9 @@ class Segmenter(TaskModule):
             num_classes, average="none", ignore_index=IGNORE_INDEX, zero_division=float("nan")
         )
 
+    @abstractmethod
     def build_net(self, num_classes: int, **net_args: Any) -> nn.Module:
         """The architecture's network, from the constructor's ``**net_args`` (each module defines it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define build_net")
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)

@@ -37,7 +37,9 @@ class TaskModule(pl.LightningModule):
 
     A family sets ``monitor`` (its headline validation metric), ``prediction_writer`` (the callback class, taking
     ``output`` and ``overwrite``, that the CLI adds to ``predict``) and ``target`` (the batch key of its truth),
-    passes its output size and the arguments below to ``__init__``, and sets ``self.net``: built by the
+    defines ``prediction_results(prediction, data)`` (one plain result per input from a ``predict_step`` output;
+    ``data``: the DataModule that served the batch, with which a language model decodes its tokens), passes its
+    output size and the arguments below to ``__init__``, and sets ``self.net``: built by the
     architecture's ``build_net`` (image families, from the ``**net_args`` of the family's constructor, so
     jsonargparse lists the net's arguments under ``--model.*``) or from the data (sequence family).
 
@@ -129,11 +131,6 @@ class TaskModule(pl.LightningModule):
         """The evaluation transform of the data this module was trained on (PIL image -> network input), for a
         module from :func:`lit_models.load`."""
         return v2.Compose([v2.ToImage(), inference.prediction_data(self, None).transform(train=False)])
-
-    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
-        """One plain result per input from a ``predict_step`` output (each family defines it); ``data`` is the
-        DataModule that served the batch (a language model decodes its tokens with it)."""
-        raise NotImplementedError(f"{type(self).__name__} does not define prediction_results")
 
     @property
     def monitor_goal(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 LOGGED = ("map_50", "map", "map_75", "mar_100")
 
 
-class Detector(TaskModule):
+class Detector(TaskModule, ABC):
     """The detection loop shared by every architecture.
 
     The net exposes ``loss(images, targets) -> dict`` (the parts of its multi-task loss, summed here and each
@@ -101,9 +102,9 @@ class Detector(TaskModule):
                 "by prepare_data, and cached beside the data (data.proposal_dir)."
             )
 
+    @abstractmethod
     def build_net(self, num_classes: int, **net_args: Any) -> nn.Module:
         """The architecture's network, from the constructor's ``**net_args`` (each module defines it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define build_net")
 
     def forward(self, images: Tensor | list[Tensor], proposals: list[Tensor] | None = None) -> list[dict[str, Tensor]]:
         return self.net.predict(images, proposals) if self.uses_proposals else self.net.predict(images)

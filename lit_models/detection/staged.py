@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 from pytorch_lightning.strategies import DDPStrategy
@@ -36,9 +37,9 @@ class StagedDetector(Detector):
         self.finetune_epochs = finetune_epochs
         return self.build_staged_net(num_classes, **net_args)
 
+    @abstractmethod
     def build_staged_net(self, num_classes: int, **net_args: Any) -> nn.Module:
         """The architecture's network (R-CNN's or SPPNet's), from the constructor's remaining ``**net_args``."""
-        raise NotImplementedError(f"{type(self).__name__} must define build_staged_net")
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
