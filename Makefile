@@ -12,12 +12,12 @@ else
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test bench lint install
+.PHONY: demo test notebooks claims bench lint install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PAIR)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,notebooks]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -33,11 +33,21 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# Executes every notebook in notebooks/ in a fresh kernel (outputs are not written back); fails on an error or on a
+# notebook committed with outputs.
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/run.py
+
+# The lecture's claims, measured: one table (docs/benchmarks.md) and its plots (docs/claims_*.png).
+claims: $(STAMP)
+	$(BIN)/python benchmarks/claims.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/claims.py
 	$(BIN)/python benchmarks/digits.py
 	$(BIN)/python benchmarks/segmentation.py
 	$(BIN)/python benchmarks/sequence.py

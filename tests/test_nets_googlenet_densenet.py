@@ -50,6 +50,30 @@ def test_densenet_param_anchor() -> None:
     assert n_params(DenseNet(depth=121, num_classes=10)) == 6_964_106
 
 
+@pytest.mark.parametrize(("depth", "millions"), [(100, 0.8), (250, 15.3), (190, 25.6)])
+def test_cifar_densenet_bc_matches_table_2(depth: int, millions: float) -> None:
+    """The CIFAR DenseNet-BC: three blocks of (L - 4) / 6 layers, a 2k-wide 3x3 stem, Table 2's sizes."""
+    net = DenseNet(depth=depth, num_classes=10)
+    blocks = [m for name, m in net.features.named_children() if name.startswith("denseblock")]
+    assert [len(block) for block in blocks] == [(depth - 4) // 6] * 3
+    assert net.features.conv0.kernel_size == (3, 3) and net.torchvision_name is None
+    assert round(n_params(net) / 1e6, 1) == millions
+    if depth == 100:
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_googlenet_without_reductions_reads_the_whole_input() -> None:
+    """reductions=False: the 3x3 and 5x5 convolutions take the block's input, the output width is unchanged."""
+    reduced, naive = (GoogLeNet(10, aux_logits=False, width_mult=0.25, reductions=r) for r in (True, False))
+    block = naive.inception3a
+    assert len(block.branch2) == len(block.branch3) == 1
+    block_input = reduced.inception3a.branch1.conv.in_channels
+    assert block.branch2[0].conv.in_channels == block.branch3[0].conv.in_channels == block_input
+    assert block.out_channels == reduced.inception3a.out_channels
+    assert n_params(naive) > 3 * n_params(reduced)
+    assert naive(torch.zeros(1, 3, 64, 64)).logits.shape == (1, 10)
+
+
 def _randomize_bn_stats(m: nn.Module) -> None:
     # Fresh BNs are identity-ish in eval; random stats make the output comparison meaningful.
     for mod in m.modules():

@@ -17,13 +17,16 @@ from torch import Tensor, nn
 
 __all__ = ["DenseNet"]
 
-# depth -> (block config, growth rate k, stem channels); the paper's ImageNet DenseNet-BC settings.
-_DEPTHS: dict[int, tuple[tuple[int, int, int, int], int, int]] = {
+# depth -> (block config, growth rate k, stem channels); the paper's ImageNet DenseNet-BC settings (Table 1).
+_DEPTHS: dict[int, tuple[tuple[int, ...], int, int]] = {
     121: ((6, 12, 24, 16), 32, 64),
     161: ((6, 12, 36, 24), 48, 96),
     169: ((6, 12, 32, 32), 32, 64),
     201: ((6, 12, 48, 32), 32, 64),
 }
+# The CIFAR DenseNet-BC of §3/Table 2: three dense blocks of (L - 4) / 6 bottleneck layers, a 3x3 stem of 2k.
+CIFAR_GROWTH = {100: 12, 250: 24, 190: 40}
+_DEPTHS.update({depth: (((depth - 4) // 6,) * 3, k, 2 * k) for depth, k in CIFAR_GROWTH.items()})
 
 
 class _DenseLayer(nn.Module):
@@ -140,11 +143,14 @@ class DenseNet(nn.Module):
       as in the normal path.
     * ``drop_rate`` applies dropout after each dense layer's 3x3 conv (the paper uses 0.2 on CIFAR without
       augmentation, 0 on ImageNet).
+    * Depths 100, 250 and 190 are the paper's CIFAR DenseNet-BC (growth rate 12, 24 and 40 by default): the
+      CIFAR stem and three dense blocks of (L - 4) / 6 layers; at growth rate 12, DenseNet-BC-100 has the
+      0.8 M parameters of Table 2.
     """
 
     def __init__(
         self,
-        depth: Literal[121, 161, 169, 201] = 121,
+        depth: Literal[121, 161, 169, 201, 100, 250, 190] = 121,
         num_classes: int = 1000,
         growth_rate: int | None = None,
         num_init_features: int | None = None,
@@ -157,11 +163,12 @@ class DenseNet(nn.Module):
         """Build the network.
 
         Args:
-            depth: Network depth, one of 121, 161, 169, 201; picks the layers per dense block
-                ((6,12,24,16), (6,12,36,24), (6,12,32,32), (6,12,48,32)).
+            depth: Network depth: 121, 161, 169, 201 pick the ImageNet layers per dense block
+                ((6,12,24,16), (6,12,36,24), (6,12,32,32), (6,12,48,32)); 100, 250, 190 are the CIFAR
+                DenseNet-BC (three blocks of (depth - 4) / 6 layers, CIFAR stem).
             num_classes: Number of output classes.
             growth_rate: Channels k added by each dense layer; ``None`` is the paper's value for ``depth``
-                (48 for 161, else 32).
+                (48 for 161, 12/24/40 for the CIFAR 100/250/190, else 32).
             num_init_features: Channels of the stem conv; ``None`` is the paper's value (2k, i.e. 96 for
                 161, else 64).
             bn_size: Bottleneck width factor: the 1x1 conv outputs ``bn_size * growth_rate`` channels.
@@ -173,7 +180,8 @@ class DenseNet(nn.Module):
                 cost; results are identical.
         """
         super().__init__()
-        self.torchvision_name = f"densenet{depth}"
+        cifar = depth in CIFAR_GROWTH
+        self.torchvision_name = None if cifar else f"densenet{depth}"  # whose weights fit a torchvision layout
         if depth not in _DEPTHS:
             raise ValueError(f"depth must be one of {sorted(_DEPTHS)}, got {depth!r}")
         if not 0.0 < compression <= 1.0:
@@ -195,7 +203,7 @@ class DenseNet(nn.Module):
             )
 
         features = nn.Sequential()
-        if small_input:
+        if small_input or cifar:
             # N x 2k x 32 x 32: no downsampling in the CIFAR stem.
             features.add_module("conv0", nn.Conv2d(3, num_init_features, 3, padding=1, bias=False))
         else:

@@ -70,7 +70,11 @@ class _ConvUnit(nn.Module):
 
 
 class _Inception(nn.Module):
-    """Four parallel branches concatenated on channels: 1x1 | 1x1->3x3 | 1x1->5x5 | maxpool->1x1."""
+    """Four parallel branches concatenated on channels: 1x1 | 1x1->3x3 | 1x1->5x5 | maxpool->1x1.
+
+    Without ``reductions`` the 3x3 and 5x5 convolutions read the block's whole input (the 1x1 reductions of the
+    paper's Figure 2(b) removed); the pool projection stays, so the output width is the same.
+    """
 
     def __init__(
         self,
@@ -83,16 +87,18 @@ class _Inception(nn.Module):
         pool_proj: int,
         batch_norm: bool,
         kernel5: int,
+        reductions: bool = True,
     ) -> None:
         super().__init__()
         self.branch1 = _ConvUnit(in_ch, ch1x1, 1, batch_norm=batch_norm)
+        reduce3, reduce5 = (ch3x3red, ch5x5red) if reductions else (in_ch, in_ch)
         self.branch2 = nn.Sequential(
-            _ConvUnit(in_ch, ch3x3red, 1, batch_norm=batch_norm),
-            _ConvUnit(ch3x3red, ch3x3, 3, padding=1, batch_norm=batch_norm),
+            *([_ConvUnit(in_ch, ch3x3red, 1, batch_norm=batch_norm)] if reductions else []),
+            _ConvUnit(reduce3, ch3x3, 3, padding=1, batch_norm=batch_norm),
         )
         self.branch3 = nn.Sequential(
-            _ConvUnit(in_ch, ch5x5red, 1, batch_norm=batch_norm),
-            _ConvUnit(ch5x5red, ch5x5, kernel5, padding=kernel5 // 2, batch_norm=batch_norm),
+            *([_ConvUnit(in_ch, ch5x5red, 1, batch_norm=batch_norm)] if reductions else []),
+            _ConvUnit(reduce5, ch5x5, kernel5, padding=kernel5 // 2, batch_norm=batch_norm),
         )
         # Stride-1 pool keeps the spatial size so the four branches can be concatenated.
         self.branch4 = nn.Sequential(
@@ -173,6 +179,7 @@ class GoogLeNet(nn.Module):
         width_mult: float = 1.0,
         dropout: float = 0.4,
         aux_dropout: float = 0.7,
+        reductions: bool = True,
     ) -> None:
         """Build the network.
 
@@ -186,6 +193,8 @@ class GoogLeNet(nn.Module):
                 at least 1); 1.0 is the paper's width, small values build tiny nets for tests.
             dropout: Dropout probability before the main classifier (paper: 0.4, torchvision: 0.2).
             aux_dropout: Dropout probability in the auxiliary heads (paper: 0.7).
+            reductions: The 1x1 convolutions that reduce the input of each Inception block's 3x3 and 5x5
+                convolutions (Figure 2(b)); ``False`` removes them, the ablation that shows what they save.
         """
         super().__init__()
         self.torchvision_name = "googlenet" if variant == "torchvision" else None  # the paper's has no weights
@@ -218,7 +227,7 @@ class GoogLeNet(nn.Module):
         in_ch = ch(192)
         blocks: dict[str, _Inception] = {}
         for name, cfg in _INCEPTION_CFG.items():
-            blocks[name] = _Inception(in_ch, *(ch(c) for c in cfg), batch_norm=bn, kernel5=kernel5)
+            blocks[name] = _Inception(in_ch, *(ch(c) for c in cfg), bn, kernel5, reductions)
             in_ch = blocks[name].out_channels
         self.inception3a = blocks["3a"]  # N x 256 x 28 x 28
         self.inception3b = blocks["3b"]  # N x 480 x 28 x 28
