@@ -35,11 +35,12 @@ def receptive_field(net: nn.Module, input_size: int, in_channels: int = 3, sampl
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(samples, in_channels, input_size, input_size, generator=generator, requires_grad=True)
     output = net(images)
+    net.train(was_training)
     if output.dim() != 4:
         raise ValueError(f"receptive_field needs a net with N x C x H x W outputs; it returned {tuple(output.shape)}")
-    output[:, :, output.shape[2] // 2, output.shape[3] // 2].sum().backward()
-    net.train(was_training)
-    gradient = images.grad.abs().mean(dim=(0, 1))  # H x W
+    centre = output[:, :, output.shape[2] // 2, output.shape[3] // 2].sum()
+    (gradient,) = torch.autograd.grad(centre, images)  # leaves the parameters' .grad alone
+    gradient = gradient.abs().mean(dim=(0, 1))  # H x W
     rows, cols = (gradient.sum(dim=axis) > 0 for axis in (1, 0))
     height = int(rows.nonzero().max() - rows.nonzero().min() + 1) if rows.any() else 0
     width = int(cols.nonzero().max() - cols.nonzero().min() + 1) if cols.any() else 0
@@ -63,5 +64,5 @@ def gradient_through_time(loss_of_inputs: Callable[[Tensor], Tensor], inputs: Te
     vanishing gradients, measured).
     """
     inputs = inputs.detach().clone().requires_grad_(True)
-    loss_of_inputs(inputs).backward()
-    return inputs.grad.norm(dim=2).mean(dim=0)
+    (gradient,) = torch.autograd.grad(loss_of_inputs(inputs), inputs)  # leaves the parameters' .grad alone
+    return gradient.norm(dim=2).mean(dim=0)

@@ -52,3 +52,10 @@ def test_gradient_through_time_by_hand() -> None:
     norms = gradient_through_time(lambda x: x[:, -1].sum() + 2 * x[:, 0].sum(), inputs)
     assert torch.allclose(norms, torch.tensor([4.0, 0, 0, 0, 0, 2.0]))
     assert inputs.grad is None  # the caller's tensor is left alone
+
+
+def test_measurements_leave_the_parameters_alone() -> None:
+    net = stack((3, 1))
+    receptive_field(net, 9)
+    gradient_through_time(lambda x: net(x.view(1, 3, 3, 3)).sum(), torch.randn(1, 9, 3))  # 9 steps = a 3x3 image
+    assert all(parameter.grad is None for parameter in net.parameters())

@@ -121,6 +121,24 @@ def test_manual_matches_fused(kind, bidirectional, lengths):
         assert out_fused[padding].abs().max() == 0 and out_manual[padding].abs().max() == 0
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_cell_of_a_layer_steps_like_the_fused_net(kind):
+    """Recurrent.layer_cell(layer, direction): a copy of those weights whose steps give the fused net's outputs."""
+    fused, _ = pair(kind, bidirectional=True)
+    x = padded(8)
+    outputs, _ = fused(x)  # N x T x 2H: forward half first
+    for direction, steps in ((0, range(8)), (1, range(7, -1, -1))):
+        cell, state, hidden = fused.layer_cell(0, direction), None, {}
+        for t in steps:
+            state = cell(x[:, t], state)
+            hidden[t] = state[0] if kind == "lstm" else state
+        assert_close(torch.stack([hidden[t] for t in range(8)], 1), outputs[..., direction * H : (direction + 1) * H])
+    deep = Recurrent(kind, D, H, num_layers=2, bidirectional=True)
+    assert deep.layer_cell(1, 1).weight_ih.shape[1] == 2 * H  # layer 1 reads both directions of layer 0
+    with pytest.raises(ValueError, match=r"2 layer\(s\) and 2 direction\(s\); got layer 2"):
+        deep.layer_cell(2)
+
+
 def test_manual_and_fused_gradients_match():
     fused, manual = pair("lstm", num_layers=2, bidirectional=True)
     lengths = torch.tensor(LENGTHS)

@@ -16,7 +16,16 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lit_models.nets.checks import check_args
-from lit_models.nets.recurrent_cells import GATES, gru_gates, lstm_gates, rnn_gates, set_forget_bias
+from lit_models.nets.recurrent_cells import (
+    GATES,
+    GRUCell,
+    LSTMCell,
+    RNNCell,
+    gru_gates,
+    lstm_gates,
+    rnn_gates,
+    set_forget_bias,
+)
 
 # h: (layers * directions) x N x H, or (h, c) for the LSTM; torch's layout.
 RecurrentState = Tensor | tuple[Tensor, Tensor]
@@ -133,6 +142,20 @@ class Recurrent(nn.Module):
     def suffixes(self) -> list[str]:
         """Parameter-name suffixes in torch's state order: _l0, _l0_reverse, _l1, ..."""
         return [f"_l{layer}{'_reverse' * d}" for layer in range(self.num_layers) for d in range(self.directions)]
+
+    def layer_cell(self, layer: int = 0, direction: int = 0) -> RNNCell | LSTMCell | GRUCell:
+        """A hand-written cell holding a copy of one layer's (and direction's) weights, to look inside a trained
+        model: its ``gates(x, state)`` returns every gate of one step (direction 1 is the backward one)."""
+        if not (0 <= layer < self.num_layers and 0 <= direction < self.directions):
+            raise ValueError(
+                f"Recurrent has {self.num_layers} layer(s) and {self.directions} direction(s); "
+                f"got layer {layer}, direction {direction}"
+            )
+        input_size = self.input_size if layer == 0 else self.output_size
+        cell = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}[self.kind](input_size, self.hidden_size)
+        suffix = self.suffixes()[layer * self.directions + direction]
+        cell.load_state_dict({name: getattr(self.rnn, f"{name}{suffix}") for name in cell.state_dict()})  # copies
+        return cell
 
     def check_state(self, state: RecurrentState, batch: int) -> RecurrentState:
         shape = (self.num_layers * self.directions, batch, self.hidden_size)
