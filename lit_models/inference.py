@@ -155,11 +155,20 @@ def predict(module: pl.LightningModule, inputs: Any, batch_size: int = 8) -> lis
 
 
 def predict_files(
-    checkpoint: str | os.PathLike, inputs: str | list[str], output: str | os.PathLike, overwrite: bool = False
+    checkpoint: str | os.PathLike,
+    inputs: str | list[str],
+    output: str | os.PathLike,
+    overwrite: bool = False,
+    **generation: float | int,
 ) -> Path:
     """Predict on ``inputs`` with a checkpoint alone; write what the family's writer writes into ``output``
-    (a folder, created) and return where it went."""
+    (a folder, created) and return where it went. ``generation`` overrides a language model's sampling settings
+    saved in the checkpoint (``temperature``, ``generate_length``)."""
     module = load(checkpoint)
+    for name, value in generation.items():
+        if getattr(module, "task", None) != "language_model":
+            raise ValueError(f"{checkpoint} holds a {type(module).__name__}; --{name} is for language models only")
+        setattr(module, name, value)
     data = prediction_data(module, inputs)
     writer_class = module.prediction_writer
     target = Path(output) / writer_class.default_name
@@ -185,9 +194,24 @@ def main(argv: list[str]) -> None:
         "carries the model, its classes and its data's evaluation preprocessing.",
     )
     parser.add_argument("checkpoint", help="a .ckpt file written by lit-models")
-    parser.add_argument("inputs", nargs="+", help="image files, folders (searched at any depth) or glob patterns")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="images: files, folders (searched at any depth) or glob patterns; language models: prompts, or text "
+        "files whose lines are prompts; sequence classifiers: .npz array files",
+    )
     parser.add_argument("--output", default="predictions", help="folder to write into (default: ./predictions)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --output")
+    parser.add_argument(
+        "--temperature", type=float, help="language models: sampling temperature (0: always the likeliest token)"
+    )
+    parser.add_argument("--generate_length", type=int, help="language models: tokens generated after each prompt")
     args = parser.parse_args(argv)
-    target = predict_files(args.checkpoint, args.inputs, args.output, args.overwrite)
+    if args.temperature is not None and args.temperature < 0:
+        parser.error(f"--temperature must be >= 0, got {args.temperature}")
+    if args.generate_length is not None and args.generate_length < 1:
+        parser.error(f"--generate_length must be >= 1, got {args.generate_length}")
+    generation = {name: getattr(args, name) for name in ("temperature", "generate_length")}
+    generation = {name: value for name, value in generation.items() if value is not None}
+    target = predict_files(args.checkpoint, args.inputs, args.output, args.overwrite, **generation)
     print(f"predictions of {args.checkpoint} written to {target}")

@@ -108,6 +108,15 @@ def test_a_language_model_checkpoint_alone_continues_prompts(tmp_path, one_threa
     assert [line for line in written.splitlines() if line.startswith("=== prompt")] == [
         "=== prompt: 'It is'", "=== prompt: 'a truth'", "=== prompt: 'man in'"
     ]  # fmt: skip
+    # Greedy (temperature 0) and 5 tokens: the same continuation every time, as long as asked.
+    for output in ("greedy", "greedy_again"):
+        args = ("It is", "--output", output, "--temperature", "0", "--generate_length", "5")
+        run_cli("predict", str(checkpoint), *args, cwd=checkpoint.parent)
+    greedy, again = (checkpoint.parent / o / "predictions" / "generated.txt" for o in ("greedy", "greedy_again"))
+    written = greedy.read_text(encoding="utf-8")
+    assert written == again.read_text(encoding="utf-8")
+    continuation = written.split("\n", 1)[1].removeprefix("It is").removesuffix("\n\n")
+    assert len(continuation.replace("<unk>", "?")) == 5
 
     loaded = lit_models.load(checkpoint, device="cpu")
     results = loaded.predict(["It is", "fortune"])
