@@ -202,12 +202,11 @@ def exception_origin(error: BaseException) -> BaseException | None:
 
 
 def raised_in(error: BaseException) -> str | None:
-    """The module or DataModule whose code raised ``error`` (the outermost in its traceback), if one did."""
-    for frame, _ in traceback.walk_tb(error.__traceback__):
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, (LightningModule, LightningDataModule)):
-            return type(owner).__name__
-    return None
+    """The module or DataModule whose code raised ``error`` (the innermost in its traceback: a DataModule's check
+    called through a module's hook is the DataModule's), if one did."""
+    owners = [frame.f_locals.get("self") for frame, _ in traceback.walk_tb(error.__traceback__)]
+    owners = [owner for owner in owners if isinstance(owner, (LightningModule, LightningDataModule))]
+    return type(owners[-1]).__name__ if owners else None
 
 
 @contextlib.contextmanager
@@ -383,10 +382,15 @@ def version_line() -> str:
 
 
 def main() -> None:
-    commands = {"predict": "lit_models.inference", "export": "lit_models.export", "summary": "lit_models.summary"}
+    commands = {
+        "predict": "lit_models.inference",
+        "export": "lit_models.export",
+        "summary": "lit_models.summary",
+        "check": "lit_models.check",
+    }
     if sys.argv[1:2] and sys.argv[1] in commands and sys.argv[2:3] and not sys.argv[2].startswith("-"):
-        # `lit-models predict CHECKPOINT INPUTS`, `export CHECKPOINT`, `summary CHECKPOINT|CONFIG`: a checkpoint
-        # alone (or a recipe), without LightningCLI's subcommand arguments.
+        # `lit-models predict CHECKPOINT INPUTS`, `export CHECKPOINT`, `summary CHECKPOINT|CONFIG`, `check RECIPE`:
+        # a checkpoint alone (or a recipe), without LightningCLI's subcommand arguments.
         command = importlib.import_module(commands[sys.argv[1]])
         quiet_libraries()
         with errors_as_messages((ValueError, OSError)):

@@ -309,3 +309,20 @@ def test_embedded_shapes_are_generated_by_prepare_data(tmp_path, monkeypatch):
     assert len(dm.test_dataloader().dataset) == 2
     batch = first_batch(dm)
     assert batch["image"].shape == (1, 3, 128, 128) and set(batch["mask"].unique().tolist()) <= {0, 1, 2, 3}
+
+
+def test_check_lists_every_bad_mask_before_a_run(tmp_path):
+    """data.check() decodes every split and names each bad file, where a run would stop at the first one."""
+    root = folder_tree(tmp_path / "pairs", train=4, val=2)
+    wrong_size, wrong_values = root / "train" / "masks" / "train1.png", root / "val" / "masks" / "val1.png"
+    save_mask(np.zeros((15, 16)), wrong_size)
+    values = np.zeros((16, 16))
+    values[0, 0] = 9
+    save_mask(values, wrong_values)
+    problems = make(root, num_workers=0).check()
+    assert len(problems) == 2
+    assert problems[0].startswith(f"train: mask {wrong_size} is 16x15 pixels")
+    assert problems[1].startswith(f"val: mask {wrong_values} holds values [9] outside 0..3")
+    save_mask(np.zeros((16, 16)), wrong_size)
+    save_mask(np.zeros((16, 16)), wrong_values)
+    assert make(root, num_workers=0).check() == []

@@ -161,6 +161,29 @@ class FileDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.loader("predict", train=False)
 
+    def list_test(self) -> None:
+        """Fill ``datasets["test"]`` where the data has a test split that ``setup`` leaves unread (VOC, COCO)."""
+
+    def check(self) -> list[str]:
+        """Decode every sample of every split (train, val, and test where there is one) as a run would, before a
+        long run rather than at its first bad batch; return every problem found, each naming its file (none: the
+        files will not stop a run). Problems ``setup`` finds (a missing folder, a class not in the list) raise
+        ``DataError`` as they do for ``fit``. ``lit-models check RECIPE`` runs this from the command line."""
+        self.prepare_data()
+        self.setup("fit")
+        self.list_test()
+        problems: list[str] = []
+        for split in ("train", "val", "test"):
+            if split not in self.datasets:
+                continue
+            batch_size = split_batch_size(self.hparams, train=False)
+            loader = DataLoader(
+                self.datasets[split], batch_size, num_workers=self.hparams.num_workers, collate_fn=self.collate_fn
+            )
+            for batch in loader:
+                problems += [f"{split}: {message}" for message in batch["errors"] + batch["skipped"]]
+        return list(dict.fromkeys(problems))  # with skip_corrupt, a file can be passed over for two samples
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Main process: raise decode errors with their message, log skipped files once each."""
         if batch["errors"]:
@@ -168,7 +191,7 @@ class FileDataModule(pl.LightningDataModule):
         for message in batch["skipped"]:
             if message not in self._reported_skips:
                 self._reported_skips.add(message)
-                log.warning("skipped (data.skip_corrupt=true): %s", message)
+                log.warning("skipped (data.skip_corrupt=true): %s", message.split(". Replace or delete", 1)[0])
         return batch
 
 
@@ -225,10 +248,13 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
         self.datasets = {"train": self.dataset(train, train=True), "val": self.dataset(val)}
         self.datasets["predict"] = self.dataset(self.predict_samples(val))
 
-    def test_dataloader(self) -> DataLoader:
+    def list_test(self) -> None:
         # Read only when testing: VOC's and COCO's test lists name images whose annotations are not published.
         if "test" not in self.datasets and (test := self.listed("test")) is not None:
             self.datasets["test"] = self.dataset(test)
+
+    def test_dataloader(self) -> DataLoader:
+        self.list_test()
         return super().test_dataloader()
 
     def images_dataset(self, images: list) -> FileDataset:
