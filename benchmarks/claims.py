@@ -278,6 +278,9 @@ def degradation(runs: dict[str, dict], seeds: list[int], plots: Path) -> tuple[l
         ("ResNet: a deeper plain net trains worse (degradation)", f"final training error plain-20 "
          f"{spread(list(shallow))}, plain-56 {spread(list(deep))}", "plain-56 above plain-20 throughout (Figure 6, "
          "CIFAR-10)", plain_worse),
+        ("ResNet: shortcuts remove the degradation at the same depth", f"final training error ResNet-56 "
+         f"{spread(list(res_deep))} against plain-56's {spread(list(deep))}", "ResNet-56 far below plain-56 "
+         "(Figure 6)", all(r < p for r, p in zip(res_deep, deep, strict=True))),
         ("ResNet: with shortcuts, depth helps", f"final training error ResNet-20 {spread(list(res_shallow))}, "
          f"ResNet-56 {spread(list(res_deep))}", "ResNet-56 below ResNet-20; test error 6.97 % vs 8.75 % (Table 6)",
          residual_better),
