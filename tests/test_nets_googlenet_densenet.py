@@ -282,7 +282,7 @@ def test_densenet_memory_efficient_equivalence(drop_rate: float, monkeypatch: py
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(depth=100), r"121, 161, 169, 201"),
+        (dict(depth=101), r"100, 121, 161, 169, 190, 201, 250"),
         (dict(compression=0.0), r"\(0, 1\]"),
         (dict(compression=1.5), r"\(0, 1\]"),
         (dict(num_classes=0), "num_classes"),
