@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from lit_models.datamodules.base import FileDataModule
 from lit_models.datamodules.files import DataError
@@ -20,16 +19,10 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("recipe", help="a recipe (name or YAML file)")
     args, overrides = parser.parse_known_args(argv)
-    from lit_models.cli import LitModelsCLI
-    from lit_models.recipes import resolve_recipe_arguments
+    from lit_models.cli import build_recipe
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no trainer start-up lines: nothing trains
-    argv_before, sys.argv = sys.argv, sys.argv[:1]  # the recipe and its overrides alone
-    try:
-        cli = LitModelsCLI(args=resolve_recipe_arguments(["--config", args.recipe, *overrides]), run=False)
-    finally:
-        sys.argv = argv_before
-    data = cli.datamodule
+    data = build_recipe(args.recipe, *overrides).datamodule
     if not isinstance(data, FileDataModule):
         raise DataError(f"check reads image files (classification, segmentation and detection data); "
                         f"{type(data).__name__}'s data is read and checked whole in setup, by fit itself.")  # fmt: skip

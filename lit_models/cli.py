@@ -364,6 +364,16 @@ class LitModelsCLI(LightningCLI):
             self.trainer.callbacks.append(callback)
 
 
+def build_recipe(recipe: str, *overrides: str) -> LitModelsCLI:
+    """A recipe's model, DataModule and trainer (``.model``, ``.datamodule``, ``.trainer``), built as ``fit`` builds
+    them, with command-line ``overrides`` (``"--data.root", "photos/"``), without running anything."""
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the recipe alone, not the calling command's own arguments
+    try:
+        return LitModelsCLI(args=resolve_recipe_arguments(["--config", recipe, *overrides]), run=False)
+    finally:
+        sys.argv = argv
+
+
 def show_package_logs() -> None:
     """lit-models' own INFO messages (region proposal progress and recall, skipped files) on stderr, as
     Lightning shows its own; other libraries' loggers keep their levels."""

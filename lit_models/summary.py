@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -38,14 +37,9 @@ def module_of(source: str) -> nn.Module:
     """The LightningModule of a checkpoint, or of a recipe (built with its DataModule, as ``fit`` builds it)."""
     if Path(source).suffix == ".ckpt":
         return load(source, device="cpu")
-    from lit_models.cli import LitModelsCLI
-    from lit_models.recipes import resolve_recipe_arguments
+    from lit_models.cli import build_recipe
 
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the recipe alone, not this command's own arguments
-    try:
-        cli = LitModelsCLI(args=resolve_recipe_arguments(["--config", source]), run=False)
-    finally:
-        sys.argv = argv
+    cli = build_recipe(source)
     module = cli.model
     module.inference_data = (class_path(type(cli.datamodule)), dict(cli.datamodule.hparams))
     if hasattr(module, "build") and module.net is None:  # a sequence module takes its task from the data

@@ -177,8 +177,12 @@ class FileDataModule(pl.LightningDataModule):
             if split not in self.datasets:
                 continue
             batch_size = split_batch_size(self.hparams, train=False)
-            loader = DataLoader(
-                self.datasets[split], batch_size, num_workers=self.hparams.num_workers, collate_fn=self.collate_fn
+            loader = split_loader(
+                self.datasets[split],
+                train=False,
+                batch_size=batch_size,
+                num_workers=self.hparams.num_workers,
+                collate_fn=self.collate_fn,
             )
             for batch in loader:
                 problems += [f"{split}: {message}" for message in batch["errors"] + batch["skipped"]]
@@ -187,11 +191,13 @@ class FileDataModule(pl.LightningDataModule):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Main process: raise decode errors with their message, log skipped files once each."""
         if batch["errors"]:
-            raise DataError(batch["errors"][0])
+            # The way out that skipping offers is named here, where it was not taken, not where the file failed.
+            skip = "Or set data.skip_corrupt=true to pass over unreadable samples (each one is logged)."
+            raise DataError(f"{batch['errors'][0]} {skip}")
         for message in batch["skipped"]:
             if message not in self._reported_skips:
                 self._reported_skips.add(message)
-                log.warning("skipped (data.skip_corrupt=true): %s", message.split(". Replace or delete", 1)[0])
+                log.warning("skipped (data.skip_corrupt=true): %s", message)
         return batch
 
 

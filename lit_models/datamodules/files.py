@@ -74,10 +74,7 @@ def load_rgb(path: str | Image.Image) -> Image.Image:
             image.load()
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(
-            f"cannot decode image {path}: {error}. Replace or delete the file, or set data.skip_corrupt=true "
-            "to skip unreadable images (each one is logged)."
-        ) from error
+        raise DataError(f"cannot decode image {path}: {error}. Replace or delete the file.") from error
 
 
 def list_predict_images(inputs: str | os.PathLike | list[str]) -> tuple[Path, list[str]]:
