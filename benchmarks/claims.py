@@ -25,7 +25,7 @@ from claims_training import DEPTHS, train_all
 from torch import nn
 
 from lit_models.analysis import gradient_through_time, parameter_count, receptive_field
-from lit_models.datamodules.sequence import AddingProblemDataModule
+from lit_models.datamodules.adding import AddingProblemDataModule
 from lit_models.nets.alexnet import AlexNet
 from lit_models.nets.densenet import DenseNet
 from lit_models.nets.fcn import FCN

@@ -26,10 +26,10 @@ import torch
 from cli_runs import REPO, all_metrics, describe_checkpoint, fit_and_test, last_metric
 from PIL import Image
 
-from lit_models.callbacks import DetectionWriter
 from lit_models.datamodules.detection import DetectionDataModule
 from lit_models.datamodules.sources.shapes import CLASS_NAMES
 from lit_models.detection import FasterRCNN, YOLOv1
+from lit_models.drawing import draw_boxes, image_tensor
 
 CONFIGS = {
     "faster_rcnn_shapes": (REPO / "configs" / "detection" / "faster_rcnn_shapes.yaml", FasterRCNN),
@@ -83,15 +83,15 @@ def images_per_second(models: dict[str, torch.nn.Module], images: torch.Tensor, 
 
 def picture(models: dict[str, torch.nn.Module], images, targets, paths, path: Path, count: int = 6) -> None:
     """Rows: truth, then each model's detections scoring >= 0.5, on the first test scenes, drawn as `predict` draws."""
-    writer = DetectionWriter(draw_score=0.5)
-    rows = [[writer.draw(paths[i], t["boxes"], torch.ones(len(t["boxes"])), t["labels"], CLASS_NAMES)
-             for i, t in enumerate(targets[:count])]]  # fmt: skip
+    def drawn(index, boxes, labels, scores=None):
+        return draw_boxes(image_tensor(paths[index]), boxes, labels, CLASS_NAMES, scores, 0.5).permute(1, 2, 0)
+
+    rows = [[drawn(i, t["boxes"], t["labels"]) for i, t in enumerate(targets[:count])]]
     with torch.inference_mode():
         for model in models.values():
             found = model(images[:count])
-            rows.append([writer.draw(paths[i], f["boxes"], f["scores"], f["labels"], CLASS_NAMES)
-                         for i, f in enumerate(found)])  # fmt: skip
-    tiles = [np.concatenate([np.pad(np.array(tile), ((2, 2), (2, 2), (0, 0)), constant_values=255) for tile in row], 1)
+            rows.append([drawn(i, f["boxes"], f["labels"], f["scores"]) for i, f in enumerate(found)])
+    tiles = [np.concatenate([np.pad(tile.numpy(), ((2, 2), (2, 2), (0, 0)), constant_values=255) for tile in row], 1)
              for row in rows]  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(tiles, axis=0)).save(path)

@@ -1,3 +1,3 @@
-from lit_models.cli import main
+from lit_models.commands import main
 
 main()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lit_models.callbacks import PredictionCSVWriter
+from lit_models.drawing import displayable
 from lit_models.metrics import accuracy_metrics
 from lit_models.nets.alexnet import AlexNet as AlexNetNet
 from lit_models.nets.densenet import DenseNet as DenseNetNet
@@ -22,8 +21,10 @@ from lit_models.nets.googlenet import GoogLeNetOutputs
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 from lit_models.nets.weights import load_weights
-from lit_models.pictures import Picture, Sample, confusion_picture, displayable, image_statistics
-from lit_models.task import TaskModule
+from lit_models.pictures import Picture, Sample, confusion_picture
+from lit_models.predictions import ClassPrediction
+from lit_models.task import TaskModule, input_names
+from lit_models.writers import ClassificationWriter
 
 
 class ImageClassifier(TaskModule, ABC):
@@ -44,7 +45,8 @@ class ImageClassifier(TaskModule, ABC):
     """
 
     monitor = "val/acc_top1"
-    prediction_writer = PredictionCSVWriter
+    prediction_writer = ClassificationWriter
+    graph_description = "images N x 3 x S x S -> class scores N x K"
 
     def __init__(
         self,
@@ -139,7 +141,7 @@ class ImageClassifier(TaskModule, ABC):
         names = self.display_names
         shown = []
         for image, prob, guess, truth in zip(
-            displayable(images, *image_statistics(self)),
+            displayable(images, *self.image_statistics()),
             probs.tolist(),
             predicted.tolist(),
             labels.tolist(),
@@ -156,21 +158,16 @@ class ImageClassifier(TaskModule, ABC):
         matrix = self.test_confusion.compute()
         return {"test/confusion_matrix": confusion_picture(matrix, self.class_names, self.test_confusion)}
 
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: Any, batch_idx: int) -> list[ClassPrediction]:
         images, _ = self.split(batch)
         probs = torch.softmax(self.logits(self(images)), dim=1)
         top_probs, top_indices = probs.topk(min(5, self.num_classes), dim=1)
-        paths = batch["path"] if isinstance(batch, Mapping) else [""] * len(images)
-        return {"path": paths, "indices": top_indices.cpu(), "probs": top_probs.cpu()}
-
-    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
-        names = self.display_names
         return [
-            {"path": path, "classes": [names[i] for i in indices], "indices": indices, "probs": probs}
-            for path, indices, probs in zip(
-                prediction["path"], prediction["indices"].tolist(), prediction["probs"].tolist(), strict=True
-            )
-        ]
+            ClassPrediction(path=path, name=name, classes=[self.display_names[i] for i in top], indices=top,
+                            probs=probs)
+            for path, name, top, probs in zip(*input_names(batch, len(images), batch_idx), top_indices.tolist(),
+                                              top_probs.tolist(), strict=True)
+        ]  # fmt: skip
 
 
 class AlexNet(ImageClassifier):

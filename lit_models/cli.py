@@ -1,105 +1,36 @@
-"""The ``lit-models`` command: LightningCLI in subclass mode for every family's modules and DataModules."""
+"""LightningCLI in subclass mode for every family's modules and DataModules: ``lit-models fit|validate|test`` and
+``lit-models predict --config``. The command table (:mod:`lit_models.commands`) sends those here."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import importlib
+import inspect
 import logging
-import operator
-import os
 import sys
-import traceback
-import typing
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import Namespace
-from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-# Imported so every family's modules and DataModules are known to --model/--data short names.
-import lit_models.classification  # noqa: F401
-import lit_models.datamodules.detection  # noqa: F401
-import lit_models.datamodules.image_folder  # noqa: F401
-import lit_models.datamodules.segmentation  # noqa: F401
-import lit_models.datamodules.sequence  # noqa: F401
-import lit_models.detection  # noqa: F401
-import lit_models.segmentation  # noqa: F401
-import lit_models.sequence  # noqa: F401
-from lit_models import __version__
+from lit_models import registry
 from lit_models.class_names import ClassNamesMismatchError
+from lit_models.cli_parser import LitModelsParser, import_class, read_whole_numbers_as_int
 from lit_models.datamodules.files import DataError
+from lit_models.errors import UsageError, errors_as_messages
 from lit_models.pictures import TrainingPictures
 from lit_models.preemption import CheckpointOnSigterm
-from lit_models.quiet import quiet_libraries
-from lit_models.recipes import describe_recipes, resolve_recipe_arguments
-from lit_models.runs import recorded_best, run_versions
+from lit_models.quiet import quiet_libraries, quiet_model_summary
+from lit_models.recipes import recipe_label, resolve_recipe_arguments
+from lit_models.run_report import RunReport
+from lit_models.runs import CheckpointNotFoundError, logger_runs, resolve_checkpoint_alias, run_of_checkpoint
+from lit_models.version import version_line
 
 log = logging.getLogger(__name__)
 
-
-def checkpoint_folders(trainer: Trainer) -> list[Path]:
-    """Folders that may hold this configuration's checkpoints, newest run first.
-
-    With an explicit ModelCheckpoint ``dirpath`` that folder; otherwise every ``version_*/checkpoints`` of the
-    logger's run folder, because a new ``test`` process has a new version number of its own.
-    """
-    fixed = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-    if fixed or trainer.logger is None or trainer.logger.save_dir is None:
-        return fixed
-    runs = Path(trainer.logger.save_dir) / str(trainer.logger.name)
-    return [version / "checkpoints" for version in run_versions(runs)]
-
-
-def requeue_checkpoint(trainer: Trainer) -> Path | None:
-    """The newest ``hpc_ckpt_<n>.ckpt``: what Lightning saves into ``default_root_dir`` when SLURM signals a requeue
-    (configs/trainer/slurm.yaml)."""
-    found = sorted(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
-def resolve_checkpoint_alias(alias: str, trainer: Trainer) -> str:
-    """Turn ``last`` / ``best`` into a file from an earlier ``fit`` of the same configuration. ``last`` is the run's
-    last.ckpt, or SLURM's requeue checkpoint when that is newer (Lightning itself takes it only without a
-    ``ckpt_path``)."""
-    requeued = requeue_checkpoint(trainer) if alias == "last" else None
-    for folder in checkpoint_folders(trainer):
-        lasts = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not lasts:
-            continue
-        if alias == "last":
-            newer = requeued is not None and requeued.stat().st_mtime > lasts[-1].stat().st_mtime
-            return str(requeued if newer else lasts[-1])
-        best = recorded_best(lasts[-1])
-        if best is None:
-            raise FileNotFoundError(f"{lasts[-1]} records no best checkpoint (no monitored ModelCheckpoint).")
-        for candidate in (best, folder / best.name):  # the run folder may have moved since
-            if candidate.exists():
-                return str(candidate)
-        raise FileNotFoundError(f"{lasts[-1]} names {best} as the best checkpoint, but it is gone.")
-    if requeued is not None:  # requeued before the first epoch's last.ckpt
-        return str(requeued)
-    raise FileNotFoundError(
-        f"--ckpt_path {alias}: no earlier fit of this configuration saved a last.ckpt under "
-        f"{[str(f) for f in checkpoint_folders(trainer)] or 'the logger folder'}. Pass a checkpoint file path."
-    )
-
-
-def read_whole_numbers_as_int(parser: LightningArgumentParser) -> None:
-    """Make ``--trainer.limit_train_batches 1`` one batch, not 100 %.
-
-    Lightning annotates ``limit_*_batches`` and ``overfit_batches`` as ``Optional[Union[int, float]]``, but typing
-    caches unions by equality and hands back an equal ``Union[float, int]`` that another library created first, so
-    jsonargparse tried float first and read 1 as 1.0 (every batch). A PEP 604 union keeps the order given.
-    """
-    for action in parser._actions:
-        hint = getattr(action, "_typehint", None)  # jsonargparse's typed actions
-        args = typing.get_args(hint)
-        if typing.get_origin(hint) is typing.Union and args[:2] == (float, int):
-            action._typehint = functools.reduce(operator.or_, (int, float, *args[2:]))
+# Every family's modules and DataModules, known to --model / --data by their short names.
+registry.import_all()
 
 
 def route_optimizers(config: Namespace) -> None:
@@ -117,15 +48,8 @@ def route_optimizers(config: Namespace) -> None:
             continue
         replaced = model_args[key]
         if replaced is not None and replaced != given:
-            log.warning(
-                "--%s %s replaces model.%s %s: --%s is the module's --model.%s.",
-                key,
-                describe_class_config(given),
-                key,
-                describe_class_config(replaced),
-                key,
-                key,
-            )
+            log.warning("--%s %s replaces model.%s %s: --%s is the module's --model.%s.", key,
+                        describe_class_config(given), key, describe_class_config(replaced), key, key)  # fmt: skip
         model_args[key] = given
         config[key] = None
 
@@ -136,49 +60,34 @@ def describe_class_config(config: Namespace) -> str:
     return f"{config.class_path}({', '.join(f'{k}={v!r}' for k, v in vars(arguments).items())})"
 
 
-def import_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+def class_arguments(config: Namespace, key: str) -> tuple[type, Namespace] | None:
+    """The class and arguments of ``config.<key>`` (``model``, ``data``), where it is a class given with them."""
+    given = config.get(key)
+    if not (isinstance(given, Namespace) and isinstance(given.get("init_args"), Namespace)):
+        return None
+    return import_class(given.class_path), given.init_args
 
 
 def data_follows_model(config: Namespace) -> None:
     """Set the data arguments the model needs (its ``data_arguments``) before either is built, so that both save
     the same values as hyperparameters (``--model YOLOv1 --data DetectionDataModule`` resizes to 448 px)."""
-    model, data = config.get("model"), config.get("data")
-    if not (isinstance(model, Namespace) and isinstance(data, Namespace)):
+    model, data = class_arguments(config, "model"), class_arguments(config, "data")
+    hook = getattr(model[0], "data_arguments", None) if model else None
+    if hook is None or data is None:
         return
-    if not (isinstance(model.get("init_args"), Namespace) and isinstance(data.get("init_args"), Namespace)):
-        return
-    hook = getattr(import_class(model.class_path), "data_arguments", None)
-    if hook is None:
-        return
-    for key, value in hook(model.init_args.as_dict(), data.init_args.as_dict()).items():
-        data.init_args[key] = value
+    for key, value in hook(model[1].as_dict(), data[1].as_dict()).items():
+        data[1][key] = value
 
 
-def check_pair(model: LightningModule, datamodule: LightningDataModule | None, trainer: Trainer) -> None:
-    """Raise ValueError where the built model cannot run on the built data, before anything runs.
-
-    The model's ``check_data`` (its ``setup`` calls it too), then the clash Lightning finds only when it logs the
-    hyperparameters: an argument that both take, with different values. A module's None is left out: it takes
-    that value from the data in ``setup`` (a sequence module's ``task``).
-    """
-    if datamodule is None:
-        return
-    check = getattr(model, "check_data", None)
-    if check is not None:
-        check(datamodule)
-    if not (trainer.loggers and model._log_hyperparams and datamodule._log_hyperparams):
-        return
-    model_hparams, data_hparams = model.hparams_initial, datamodule.hparams_initial
+def check_shared_arguments(model_args: dict[str, Any], data_args: dict[str, Any]) -> None:
+    """Raise ValueError where an argument that both the model and the data take has two values: Lightning logs
+    both as one set of hyperparameters and stops at its first log. A module's None is left out: it takes that
+    value from the data in ``setup`` (a sequence module's ``task``)."""
     clashes = []
-    for key in sorted(model_hparams.keys() & data_hparams.keys() - {"_class_path"}):
-        ours, theirs = model_hparams[key], data_hparams[key]
-        if ours is None:
-            continue
+    for key in sorted(model_args.keys() & data_args.keys()):
+        ours, theirs = model_args[key], data_args[key]
         # Lightning's own test: a different type is a clash even when the values compare equal.
-        different_type = type(ours) is not type(theirs)
-        if different_type or (isinstance(ours, torch.Tensor) and ours is not theirs) or ours != theirs:
+        if ours is not None and (type(ours) is not type(theirs) or ours != theirs):
             clashes.append(f"--model.{key} {ours!r} but --data.{key} {theirs!r}")
     if clashes:
         raise ValueError(
@@ -187,59 +96,55 @@ def check_pair(model: LightningModule, datamodule: LightningDataModule | None, t
         )
 
 
-def exception_origin(error: BaseException) -> BaseException | None:
-    """The first exception of a chain that jsonargparse did not raise: what a class's ``__init__`` raised, under
-    the type-union errors that jsonargparse chains it to."""
-    seen = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        frames = list(traceback.walk_tb(current.__traceback__))
-        if not frames or "jsonargparse" not in Path(frames[-1][0].f_code.co_filename).parts:
-            return current
-        current = current.__cause__ or current.__context__
+def given_num_classes(config: Namespace, named: bool) -> int | None:
+    """The model's ``num_classes`` where the user set one: ``named`` on the command line, or in a file (a value other
+    than the class's default). The link from the data replaces it silently, so the CLI compares the two."""
+    model = class_arguments(config, "model")
+    if model is None or model[1].get("num_classes") is None:
+        return None
+    if named:
+        return model[1].num_classes
+    for klass in model[0].__mro__:  # the class that takes num_classes itself, maybe through **kwargs handed on
+        parameter = inspect.signature(klass.__init__).parameters.get("num_classes")
+        if parameter is not None:
+            return None if model[1].num_classes == parameter.default else model[1].num_classes
     return None
 
 
-def raised_in(error: BaseException) -> str | None:
-    """The module or DataModule whose code raised ``error`` (the innermost in its traceback: a DataModule's check
-    called through a module's hook is the DataModule's), if one did."""
-    owners = [frame.f_locals.get("self") for frame, _ in traceback.walk_tb(error.__traceback__)]
-    owners = [owner for owner in owners if isinstance(owner, (LightningModule, LightningDataModule))]
-    return type(owners[-1]).__name__ if owners else None
+# Options that leave a run's model and data as its recipe makes them.
+OUTSIDE_MODEL_AND_DATA = ("--config", "-c", "--trainer", "--ckpt_path", "--plots", "--prediction_writer")
 
 
-@contextlib.contextmanager
-def errors_as_messages(kinds: tuple[type[BaseException], ...] = (ValueError, OSError)) -> Iterator[None]:
-    """End the command with our message as its last line, exit status 2, as a bad argument does, when an
-    exception of these kinds stops it: building the classes on what the user gave (a ValueError or OSError,
-    DataError included, from a module, a DataModule or a check), or bad data found while running.
-
-    jsonargparse reports an ``__init__``'s exception inside its type-union error ("Expected a <class
-    'NoneType'> ... Given value Namespace(...)") below a long traceback; the exception is chained there.
-    Other exceptions (bugs) keep their traceback, and so does everything with JSONARGPARSE_DEBUG set.
-    """
-    try:
-        yield
-    except kinds as error:
-        origin = exception_origin(error)
-        if not isinstance(origin, kinds) or os.environ.get("JSONARGPARSE_DEBUG"):
-            raise
-        message = str(origin)
-        owner = raised_in(origin)
-        if owner and not message.startswith(f"{owner} "):
-            message = f"{owner}: {message}"
-        sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2) from None
+def rerun_config(args: list[str]) -> str | None:
+    """The ``--config`` arguments that repeat this run's model and data (``--config quickstart``), where the command
+    line changed nothing else of them; None otherwise (the run's own config.yaml then repeats it)."""
+    words = args[1:] if args and not args[0].startswith("-") else args  # after the subcommand
+    configs, index = [], 0
+    while index < len(words):
+        option, equals, value = words[index].partition("=")
+        if not option.startswith(OUTSIDE_MODEL_AND_DATA):
+            return None
+        if not equals:
+            index += 1
+            value = words[index] if index < len(words) else ""
+        if option in ("--config", "-c"):
+            configs.append(f"--config {recipe_label(value)}")
+        index += 1
+    return " ".join(configs) or None
 
 
 class LitModelsCLI(LightningCLI):
+    """LightningCLI in subclass mode (``--model ResNet --data ImageFolderDataModule``) with the links, checks and
+    callbacks of docs/architecture.md ("CLI"); its keyword arguments are LightningCLI's (``args``, ``run``)."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(
             LightningModule,
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            parser_class=LitModelsParser,
+            parser_kwargs={"prog": "lit-models", **kwargs.pop("parser_kwargs", {})},
             # SLURM requeues reuse the run folder: rewriting its config.yaml must not fail.
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
@@ -281,13 +186,14 @@ class LitModelsCLI(LightningCLI):
             "--prediction_writer.output",
             type=str | None,
             default=None,
-            help="predict: where to write (a CSV file or a folder, by family); default: in the run's log folder",
+            help="predict: where to write (a CSV file or a folder, by family; also --output); default: in the run's "
+            "folder",
         )
         parser.add_argument(
             "--prediction_writer.overwrite",
             type=bool,
             default=False,
-            help="predict: replace existing prediction files instead of stopping",
+            help="predict: replace existing prediction files instead of stopping (also --overwrite)",
         )
         parser.add_argument(
             "--plots",
@@ -300,68 +206,106 @@ class LitModelsCLI(LightningCLI):
             "--plots_samples", type=int, default=8, help="evaluation samples drawn each epoch (with --plots true)"
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        given = (sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else []
+        self.rerun_config = rerun_config(given) if given else None
+        named = any(arg.partition("=")[0] in ("--model.num_classes", "--model.init_args.num_classes") for arg in given)
+        # Before Lightning merges a --ckpt_path file's hyperparameters in: what the user set, not the checkpoint.
+        config = self.config.get(str(self.config.get("subcommand")), self.config)
+        self.given_num_classes = given_num_classes(config, named)
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         route_optimizers(config)
         with errors_as_messages():
             data_follows_model(config)
+            model, data = class_arguments(config, "model"), class_arguments(config, "data")
+            if model and data and config.trainer.get("logger") is not False:
+                check_shared_arguments(model[1].as_dict(), data[1].as_dict())
 
     def instantiate_classes(self) -> None:
         with errors_as_messages():
             super().instantiate_classes()
-            check_pair(self.model, self.datamodule, self.trainer)
+            self.check_pair()
+
+    def check_pair(self) -> None:
+        """Raise ValueError where the built model cannot run on the built data, before anything runs."""
+        data_classes = getattr(self.datamodule, "num_classes", None)
+        if self.given_num_classes is not None and data_classes is not None and self.given_num_classes != data_classes:
+            raise ValueError(
+                f"--model.num_classes {self.given_num_classes} but the data has {data_classes} classes: the model's "
+                "num_classes follows the data; leave it out, or point --data at data with that many classes."
+            )
+        spec = getattr(self.datamodule, "spec", None)
+        if spec is not None and hasattr(self.model, "use_data"):
+            self.model.use_data(spec)  # the model's checks on this data (check_data, the checkpoint's class names)
 
     def _run_subcommand(self, subcommand: str) -> None:
         # Data that turns out bad once read (a missing split, an unreadable image, a checkpoint trained on other
-        # classes) ends the run with its message; every other exception keeps its traceback.
-        with errors_as_messages((DataError, ClassNamesMismatchError)):
+        # classes), no run to take --ckpt_path from, or predictions already there end the run with their message;
+        # every other exception keeps its traceback.
+        with errors_as_messages((DataError, ClassNamesMismatchError, UsageError, FileExistsError)):
             super()._run_subcommand(subcommand)
 
     def _resolve_ckpt_path(self) -> None:
+        """Turn ``--ckpt_path last|best`` into a file of an earlier run, and evaluate into that run's folder."""
         config = self.config_init[self.subcommand]
         alias = config.get("ckpt_path")
-        if alias not in ("last", "best"):
-            return
         # Within one process Lightning knows these; a fresh `test` process finds them on disk.
         own = [cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-        if alias == "best" and any(cb.best_model_path for cb in own):
-            return
-        try:
-            config["ckpt_path"] = resolve_checkpoint_alias(alias, self.trainer)
-        except FileNotFoundError:
-            if self.subcommand != "fit":
-                raise
-            # As Lightning does: `fit --ckpt_path last` before any run starts from scratch.
-            config["ckpt_path"] = None
+        if alias in ("last", "best") and not (alias == "best" and any(cb.best_model_path for cb in own)):
+            try:
+                config["ckpt_path"] = resolve_checkpoint_alias(alias, self.trainer)
+            except CheckpointNotFoundError as error:
+                if self.subcommand == "fit":  # as Lightning does: `fit --ckpt_path last` before any run starts afresh
+                    config["ckpt_path"] = None
+                    return
+                fit = f"lit-models fit {self.rerun_config or '<the same options>'}"
+                raise UsageError(f"{error} Train first ({fit}), or pass --ckpt_path a checkpoint file.") from None
+        if self.subcommand != "fit" and config["ckpt_path"]:
+            self._log_into_run(config["ckpt_path"])
 
-    def _add_pictures(self) -> None:
-        """TrainingPictures, unless --plots false or the configuration already has one."""
+    def _log_into_run(self, checkpoint: str) -> None:
+        """Log an evaluation of a run's checkpoint into that run's folder (``version_3/test/``), beside what its
+        fit wrote, instead of a new ``version_N``. A logger version the user gave is kept."""
+        logger_config = self.config[self.subcommand].trainer.get("logger")
+        if not isinstance(logger_config, Namespace) or not isinstance(logger_config.get("init_args"), Namespace):
+            return
+        run = run_of_checkpoint(checkpoint, logger_runs(self.trainer))
+        if run is None or logger_config.init_args.get("version", "absent") is not None:
+            return
+        arguments = {**logger_config.init_args.as_dict(), "version": f"{run.name}/{self.subcommand}"}
+        self.trainer.logger = import_class(logger_config.class_path)(**arguments)
+
+    def _add_callbacks(self) -> None:
+        """TrainingPictures, unless --plots false, and RunReport, each unless the configuration has one."""
         config = self.config_init[self.subcommand]
-        present = any(isinstance(cb, TrainingPictures) for cb in self.trainer.callbacks)
-        if config["plots"] and not present:
+        present = {type(cb) for cb in self.trainer.callbacks}
+        if config["plots"] and TrainingPictures not in present:
             self.trainer.callbacks.append(TrainingPictures(samples=config["plots_samples"]))
+        if RunReport not in present:
+            self.trainer.callbacks.append(RunReport(config=self.rerun_config))
 
     def before_fit(self) -> None:
         self._resolve_ckpt_path()
-        self._add_pictures()
+        self._add_callbacks()
+        quiet_model_summary(self.trainer)
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path()
-        self._add_pictures()
+        self._add_callbacks()
 
-    def before_test(self) -> None:
-        self._resolve_ckpt_path()
-        self._add_pictures()
+    before_test = before_validate
 
     def before_predict(self) -> None:
         self._resolve_ckpt_path()
         writer = getattr(self.model, "prediction_writer", None)
         if writer is not None:
-            options = self.config_init[self.subcommand]["prediction_writer"]
-            callback = writer(output=options["output"], overwrite=options["overwrite"])
-            if not self.config_init[self.subcommand]["plots"] and hasattr(callback, "grid"):
-                callback.grid = 0  # the classification writer's picture grid
-            self.trainer.callbacks.append(callback)
+            options = self.config_init[self.subcommand]
+            grid = {} if options["plots"] else {"grid": 0}  # the classification writer's picture grid
+            output, overwrite = options["prediction_writer"]["output"], options["prediction_writer"]["overwrite"]
+            self.trainer.callbacks.append(writer(output=output, overwrite=overwrite, **grid))
 
 
 def build_recipe(recipe: str, *overrides: str) -> LitModelsCLI:
@@ -385,42 +329,26 @@ def show_package_logs() -> None:
         package.setLevel(logging.INFO)
 
 
-def version_line() -> str:
-    import pytorch_lightning
-
-    return f"lit-models {__version__} (torch {torch.__version__}, pytorch-lightning {pytorch_lightning.__version__})"
-
-
-def main() -> None:
-    commands = {
-        "predict": "lit_models.inference",
-        "export": "lit_models.export",
-        "summary": "lit_models.summary",
-        "check": "lit_models.check",
-    }
-    if sys.argv[1:2] and sys.argv[1] in commands and sys.argv[2:3] and not sys.argv[2].startswith("-"):
-        # `lit-models predict CHECKPOINT INPUTS`, `export CHECKPOINT`, `summary CHECKPOINT|CONFIG`, `check RECIPE`:
-        # a checkpoint alone (or a recipe), without LightningCLI's subcommand arguments.
-        command = importlib.import_module(commands[sys.argv[1]])
-        quiet_libraries()
-        with errors_as_messages((ValueError, OSError)):
-            command.main(sys.argv[2:])
-        return
-    if sys.argv[1:2] == ["recipes"]:
-        try:
-            print(describe_recipes(), flush=True)
-        except BrokenPipeError:  # `lit-models recipes | head`: the reader has what it wanted
-            sys.stdout = None  # nothing left to flush at exit
-        return
+def run(argv: list[str]) -> None:
+    """LightningCLI's ``fit``, ``validate``, ``test`` or ``predict`` (``argv`` starts with it), with packaged
+    recipes found by name."""
     show_package_logs()
     quiet_libraries()
-    sys.argv[1:] = resolve_recipe_arguments(sys.argv[1:])  # packaged recipes by name, read from the command line
-    LitModelsCLI()
+    with errors_as_messages((UsageError,)):
+        argv = resolve_recipe_arguments(argv)
+    argv_before, sys.argv = sys.argv, [sys.argv[0], *argv]  # LightningCLI reads sys.argv for its own checks
+    try:
+        LitModelsCLI()
+    finally:
+        sys.argv = argv_before
     # Lightning leaves the DDP process group alive. Left to interpreter exit, gloo's worker threads can outlive it
     # and abort the process ("terminate called without an active exception") after a run that succeeded.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
-if __name__ == "__main__":
-    main()
+def main() -> None:
+    """The ``lit-models`` console script."""
+    from lit_models.commands import main as commands_main
+
+    commands_main()

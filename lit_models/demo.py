@@ -19,8 +19,12 @@ NEXT_STEPS = """\
 Try next:
   lit-models predict --config quickstart --ckpt_path best --data.predict_dir YOUR_DIGITS/
       labels your own images of digits (any folder, any depth) into predictions.csv in a new run folder
-  lit-models fit --config classification/resnet18_imagenet --data.root YOUR_FOLDER --data.batch_size 32
-      trains on your own classes: YOUR_FOLDER/train/<class>/*.jpg, optional val/ and test/ (docs/classification.md)"""
+  lit-models fit --config classification/resnet18_imagenet --data.root YOUR_FOLDER --data.batch_size 32 \\
+      --model.init_args.weights IMAGENET1K_V1 --model.init_args.optimizer.init_args.lr 0.01 --trainer.max_epochs 15
+      fine-tunes ImageNet weights (fetched once into torch's cache) on your own classes: the first choice;
+      YOUR_FOLDER/train/<class>/*.jpg, optional val/ and test/ (docs/classification.md)
+  lit-models fit --config classification/small_folder --data.root YOUR_FOLDER
+      trains from scratch, nothing to fetch: a few hundred images of a handful of classes in minutes on a CPU"""
 
 
 def quickstart_runs() -> Path:

@@ -21,14 +21,12 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
-from torchvision.utils import draw_segmentation_masks
 
 log = logging.getLogger(__name__)
 
@@ -54,46 +52,7 @@ class Sample:
     colour: str = "black"
 
 
-# ----------------------------------------------------------------------------------------------- drawing helpers
-
-
-def image_statistics(module: pl.LightningModule) -> tuple[Sequence[float] | None, Sequence[float] | None]:
-    """The normalisation ``mean`` and ``std`` of the module's DataModule (every image DataModule has both), or
-    (None, None) when the module runs without one."""
-    hparams = getattr(getattr(getattr(module, "_trainer", None), "datamodule", None), "hparams", {})
-    return hparams.get("mean"), hparams.get("std")
-
-
-def displayable(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
-    """Normalised N x C x H x W float images back to N x 3 x H x W uint8: through ``mean`` and ``std`` when known,
-    else each image stretched to its own range."""
-    images = images.detach().float().cpu()
-    if mean is not None and std is not None:
-        images = images * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-    else:
-        low = images.amin(dim=(1, 2, 3), keepdim=True)
-        high = images.amax(dim=(1, 2, 3), keepdim=True)
-        images = (images - low) / (high - low).clamp_min(1e-8)
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def overlay_mask(image: Tensor, mask: Tensor, colours: Sequence[tuple[int, int, int]], num_classes: int) -> Tensor:
-    """3 x H x W uint8 with every class of the H x W index ``mask`` but background (0) and void blended over it."""
-    mask = mask.cpu()
-    present = [int(c) for c in mask.unique() if 0 < c < num_classes]
-    if not present:
-        return image
-    layers = torch.stack([mask == c for c in present])
-    return draw_segmentation_masks(image, layers, alpha=0.5, colors=[tuple(colours[c]) for c in present])
-
-
-def side_by_side(*images: Tensor, gap: int = 4) -> Tensor:
-    """3 x H x W uint8 panels of one height joined left to right with a white gap."""
-    spacer = torch.full((3, images[0].shape[1], gap), 255, dtype=torch.uint8)
-    parts = [part for image in images for part in (image, spacer)][:-1]
-    return torch.cat(parts, dim=2)
+# ----------------------------------------------------------------------------------------------- figures
 
 
 def figure_array(figure: Figure) -> Picture:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # What a shell reports for a process that SIGTERM ended (128 + 15): schedulers and scripts tell it from success.
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
-# A last*.ckpt name, so that `--ckpt_path last` takes it when it is the newest (lit_models.cli.checkpoint_folders).
+# A last*.ckpt name, so that `--ckpt_path last` takes it when it is the newest (lit_models.runs.checkpoint_folders).
 CHECKPOINT_NAME = "last-sigterm.ckpt"
 
 

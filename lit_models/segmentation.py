@@ -13,11 +13,13 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from lit_models.callbacks import CLASS_COLOURS, SegmentationWriter
+from lit_models.drawing import displayable, overlay_mask, side_by_side
 from lit_models.metrics import segmentation_metrics
 from lit_models.nets.fcn import FCN as FCNNet
-from lit_models.pictures import Sample, displayable, image_statistics, overlay_mask, side_by_side
-from lit_models.task import TaskModule
+from lit_models.pictures import Sample
+from lit_models.predictions import MaskPrediction
+from lit_models.task import TaskModule, input_names
+from lit_models.writers import SegmentationWriter
 
 IGNORE_INDEX = 255  # void pixels (object borders in VOC, padding here): no loss, not counted by any metric
 
@@ -42,6 +44,7 @@ class Segmenter(TaskModule, ABC):
 
     monitor = "val/miou"
     prediction_writer = SegmentationWriter
+    graph_description = "images N x 3 x H x W -> per-pixel scores N x K x H x W"
     target = "mask"
 
     def __init__(
@@ -118,33 +121,30 @@ class Segmenter(TaskModule, ABC):
         predicted = self(images).argmax(dim=1).cpu()  # N x H x W
         sizes = batch["size"] if isinstance(batch, Mapping) else [tuple(images.shape[-2:])] * len(images)
         shown = []
-        for index, image in enumerate(displayable(images, *image_statistics(self))):
+        for index, image in enumerate(displayable(images, *self.image_statistics())):
             height, width = sizes[index]  # without the batch's padding
             image, guess = image[:, :height, :width], predicted[index, :height, :width]
-            drawn = overlay_mask(image, guess, CLASS_COLOURS, self.num_classes)
+            drawn = overlay_mask(image, guess, self.num_classes)
             if masks is None:
                 shown.append(Sample(image=drawn, caption="predicted"))
                 continue
             truth = masks[index, :height, :width].cpu()
             labelled = truth != IGNORE_INDEX
             accuracy = (guess[labelled] == truth[labelled]).float().mean().item() if labelled.any() else float("nan")
-            panels = side_by_side(overlay_mask(image, truth, CLASS_COLOURS, self.num_classes), drawn)
+            panels = side_by_side(overlay_mask(image, truth, self.num_classes), drawn)
             shown.append(Sample(image=panels, caption=f"truth | predicted\npixel accuracy {accuracy:.2f}"))
         return shown
 
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: Any, batch_idx: int) -> list[MaskPrediction]:
         images, _ = self.split(batch)
         predictions = self(images).argmax(dim=1).to(torch.uint8).cpu()  # N x H x W (padded)
+        sizes = batch["size"] if isinstance(batch, Mapping) else [tuple(images.shape[-2:])] * len(images)
+        paths, names = input_names(batch, len(images), batch_idx)
         if not isinstance(batch, Mapping):  # a plain tensor batch: no file names, so number the outputs
             names = [f"{batch_idx:06d}_{index:03d}" for index in range(len(images))]
-            return {"mask": list(predictions), "path": [""] * len(images), "name": names}
-        masks = [mask[:height, :width] for mask, (height, width) in zip(predictions, batch["size"], strict=True)]
-        return {"mask": masks, "path": batch["path"], "name": batch["name"]}
-
-    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
         return [
-            {"path": path, "name": name, "mask": mask}
-            for path, name, mask in zip(prediction["path"], prediction["name"], prediction["mask"], strict=True)
+            MaskPrediction(path=path, name=name, mask=mask[:height, :width])
+            for mask, (height, width), path, name in zip(predictions, sizes, paths, names, strict=True)
         ]
 
 

@@ -3,7 +3,6 @@ multiply-add as 2) and a per-layer table of a checkpoint's or a recipe's network
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -11,8 +10,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lit_models.export import FirstOutput, graph
-from lit_models.inference import class_path, load
+from lit_models.errors import CommandParser
+from lit_models.inference import load
+from lit_models.task import FirstOutput
 
 
 def layer_table(
@@ -40,16 +40,13 @@ def module_of(source: str) -> nn.Module:
     from lit_models.cli import build_recipe
 
     cli = build_recipe(source)
-    module = cli.model
-    module.inference_data = (class_path(type(cli.datamodule)), dict(cli.datamodule.hparams))
-    if hasattr(module, "build") and module.net is None:  # a sequence module takes its task from the data
-        module.build(cli.datamodule.task, cli.datamodule.input_size)
-    return module
+    cli.model.use_data(cli.datamodule.spec)  # as fit does: a sequence module builds its net for the data's task
+    return cli.model
 
 
 def describe(source: str | os.PathLike, depth: int = 1) -> str:
     module = module_of(str(source))
-    net, example, what = graph(module)
+    net, example, what = module.export_graph()
     net = net.net if isinstance(net, FirstOutput) else net  # the layers of the network itself
     rows, parameters, flops = layer_table(net, example, depth)
     shape = " x ".join(str(size) for size in example.shape[1:])
@@ -67,7 +64,7 @@ def describe(source: str | os.PathLike, depth: int = 1) -> str:
 
 def main(argv: list[str]) -> None:
     """``lit-models summary CHECKPOINT|CONFIG [--depth N]``."""
-    parser = argparse.ArgumentParser(prog="lit-models summary", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="lit-models summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="a .ckpt file written by lit-models, or a recipe (name or YAML file)")
     parser.add_argument("--depth", type=int, default=1, help="how many levels of layers the table lists")
     args = parser.parse_args(argv)

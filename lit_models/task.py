@@ -9,16 +9,20 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
-from torchvision.transforms import v2
+from torch import Tensor, nn
 
-from lit_models import __version__, inference
+from lit_models import predictions
 from lit_models.class_names import ClassNamesMismatchError, describe_difference
-from lit_models.inference import CHECKPOINT_KEY, class_path
+from lit_models.datamodules.spec import DataSpec
 from lit_models.optim import build_optimizers
+from lit_models.version import __version__
 
 if TYPE_CHECKING:  # drawing (matplotlib) is imported where a family draws
     from lit_models.pictures import Picture, Sample
+
+# The checkpoint entry that makes a checkpoint self-contained: the module's and the DataModule's registered names
+# (lit_models.registry), the data's description, and the version that wrote it.
+CHECKPOINT_KEY = "lit_models"
 
 
 def split_batch(batch: Any, target: str) -> tuple[Any, Any | None]:
@@ -32,16 +36,27 @@ def split_batch(batch: Any, target: str) -> tuple[Any, Any | None]:
     return batch[0], batch[1] if len(batch) > 1 else None
 
 
+def input_names(batch: Any, count: int, batch_idx: int) -> tuple[list[str], list[str]]:
+    """The files of a predict batch's inputs ("" for images in memory) and the names their outputs are written
+    under: the batch's own ``name`` (a file's path below its folder), else the file's path, else the input's
+    position."""
+    meta = batch if isinstance(batch, Mapping) else {}
+    paths = list(meta.get("path") or [""] * count)
+    names = list(meta.get("name") or [path or str(batch_idx * count + index) for index, path in enumerate(paths)])
+    return paths, names
+
+
 class TaskModule(pl.LightningModule):
     """Base of the family bases (ImageClassifier, Segmenter, Detector, SequenceModule).
 
-    A family sets ``monitor`` (its headline validation metric), ``prediction_writer`` (the callback class, taking
-    ``output`` and ``overwrite``, that the CLI adds to ``predict``) and ``target`` (the batch key of its truth),
-    defines ``prediction_results(prediction, data)`` (one plain result per input from a ``predict_step`` output;
-    ``data``: the DataModule that served the batch, with which a language model decodes its tokens), passes its
-    output size and the arguments below to ``__init__``, and sets ``self.net``: built by the
-    architecture's ``build_net`` (image families, from the ``**net_args`` of the family's constructor, so
-    jsonargparse lists the net's arguments under ``--model.*``) or from the data (sequence family).
+    A family sets ``monitor`` (its headline validation metric), ``prediction_writer`` (the writer class of
+    :mod:`lit_models.writers` that ``predict`` uses) and ``target`` (the batch key of its truth), makes its
+    ``predict_step`` return one record of :mod:`lit_models.predictions` per input, passes its output size and the
+    arguments below to ``__init__``, and sets ``self.net``: built by the architecture's ``build_net`` (image
+    families, from the ``**net_args`` of the family's constructor, so jsonargparse lists the net's arguments under
+    ``--model.*``) or from the data (sequence family). The hooks below (``use_data``, ``check_data``,
+    ``export_graph``, ``set_generation``, ``show``, ``summary_pictures``) are where a family differs; nothing
+    outside a family asks which family a module is.
 
     Args:
         bias_lr_mult: Learning-rate multiple of biases (Caffe-era recipes, FCN and the R-CNN family: 2).
@@ -55,6 +70,11 @@ class TaskModule(pl.LightningModule):
     prediction_writer: type | None = None
     target = "label"
     class_names: list[str] | None = None
+    # The data's description (DataModule.spec): taken in setup, saved in checkpoints, read by prediction and export.
+    data_spec: DataSpec | None = None
+    # The DataModule that rebuilds prediction data (its prediction_data(inputs)): the one trained on, or one rebuilt
+    # from a checkpoint by lit_models.load. Not saved.
+    prediction_source: Any = None
 
     def __init__(
         self,
@@ -83,6 +103,11 @@ class TaskModule(pl.LightningModule):
         """The class names, or the class indices as text where the data named none."""
         return self.class_names or [str(index) for index in range(self.num_classes)]
 
+    def image_statistics(self) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+        """The data's normalisation ``mean`` and ``std``, to show its images (None, None where unknown)."""
+        spec = self.data_spec
+        return (spec.mean, spec.std) if spec is not None else (None, None)
+
     def log_per_class(self, tag: str, values: Sequence[float], labels: Sequence[int] | None = None) -> None:
         """Log one value per class as ``{tag}/<class name>`` (``labels``: the class of each value; default 0..)."""
         names = self.display_names
@@ -91,46 +116,82 @@ class TaskModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None:
-            self.check_data(datamodule)
-        names = getattr(datamodule, "class_names", None)
-        if names is None:
+        if datamodule is None:
             return
-        names = [str(name) for name in names]
+        self.use_data(datamodule.spec)
+        if stage != "predict":  # a prediction DataModule serves only its inputs; the training one rebuilds any
+            self.prediction_source = datamodule
+
+    def use_data(self, spec: DataSpec) -> None:
+        """Take the data's description: check that this module can run on it (``check_data``), that its classes are
+        the ones a loaded checkpoint was trained on, and keep it for checkpoints, export and prediction. The CLI
+        calls it right after building both, so a mismatch stops before any work; ``setup`` calls it for everyone
+        else; a second call with the same description checks nothing again.
+        """
+        if spec == self.data_spec and self.class_names is not None:
+            return
+        self.check_data(spec)
+        names = list(spec.class_names)
         if self.class_names is not None and self.class_names != names:
             # Weights loaded before the trainer started (load_from_checkpoint) meet different data.
             raise ClassNamesMismatchError(describe_difference(self.class_names, names))
-        self.class_names = names
+        self.class_names, self.data_spec = names, spec
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise ValueError, naming what to set, where this module cannot run on data of this description."""
+        if spec.num_classes != self.num_classes:
+            shown = ", ".join(spec.class_names[:10]) + (", ..." if spec.num_classes > 10 else "")
+            raise ValueError(
+                f"{type(self).__name__} has num_classes {self.num_classes} but the data has {spec.num_classes} "
+                f"classes ({shown}): leave model.num_classes out (the CLI takes it from the data) or make them agree."
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.class_names is not None:
             checkpoint["class_names"] = list(self.class_names)
         # What lit_models.load needs to rebuild the module and its data's preprocessing from this file alone.
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        source = self.prediction_source
         checkpoint[CHECKPOINT_KEY] = {
             "version": __version__,
-            "model": class_path(type(self)),
-            "data": class_path(type(datamodule)) if datamodule is not None else None,
+            "model": type(self).__name__,
+            "data": type(source).__name__ if source is not None else None,
+            "data_spec": self.data_spec.to_dict() if self.data_spec is not None else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("class_names")
-        if saved is None:
-            return
-        if self.class_names is not None and list(saved) != self.class_names:
-            raise ClassNamesMismatchError(describe_difference(list(saved), self.class_names))
-        self.class_names = list(saved)
+        if saved is not None:
+            if self.class_names is not None and list(saved) != self.class_names:
+                raise ClassNamesMismatchError(describe_difference(list(saved), self.class_names))
+            self.class_names = list(saved)
+        spec = (checkpoint.get(CHECKPOINT_KEY) or {}).get("data_spec")
+        if spec is not None:
+            self.data_spec = DataSpec.from_dict(spec)
 
-    def predict(self, inputs: Any, batch_size: int = 8) -> list[dict[str, Any]]:
-        """Predict on files, folders, patterns, PIL images or image tensors (:func:`lit_models.inference.predict`)
-        with a module from :func:`lit_models.load`."""
-        return inference.predict(self, inputs, batch_size)
+    def predict(self, inputs: Any, batch_size: int = 8) -> list[predictions.Prediction]:
+        """Predict on files, folders, patterns, PIL images or image tensors (prompts or array files for sequence
+        models): one record per input (:func:`lit_models.predictions.predict`). Works on a module from
+        :func:`lit_models.load` and on one just trained (its DataModule rebuilds the evaluation preprocessing)."""
+        return predictions.predict(self, inputs, batch_size)
 
     @property
     def preprocess(self) -> Any:
-        """The evaluation transform of the data this module was trained on (PIL image -> network input), for a
-        module from :func:`lit_models.load`."""
-        return v2.Compose([v2.ToImage(), inference.prediction_data(self, None).transform(train=False)])
+        """The evaluation transform of the data this module was trained on (a PIL image or C x H x W uint8 tensor,
+        any mode, to the network's input)."""
+        return predictions.preprocessing(self)
+
+    def export_graph(self) -> tuple[nn.Module, Tensor, str]:
+        """What ``lit-models export`` and ``summary`` trace: (the module to run, an example input, what the graph
+        computes). Default: the net on an input of the data's shape, its first output."""
+        if self.data_spec is None:
+            raise ValueError(f"{type(self).__name__} has not met its data yet: fit it, or load a checkpoint.")
+        return FirstOutput(self.net), self.data_spec.example_input(), self.graph_description
+
+    graph_description = "inputs -> scores"
+
+    def set_generation(self, **settings: float) -> None:
+        """Change how a language model samples text (``temperature``, ``generate_length``) for this run."""
+        raise ValueError(f"{type(self).__name__} does not generate text; {sorted(settings)} are for language models.")
 
     @property
     def monitor_goal(self) -> str:
@@ -146,6 +207,7 @@ class TaskModule(pl.LightningModule):
             plateau_mode=self.monitor_goal,
             bias_lr_mult=self.bias_lr_mult,
             bias_weight_decay=self.bias_weight_decay,
+            max_epochs=self._trainer.max_epochs if self._trainer is not None else None,
         )
 
     @classmethod
@@ -158,12 +220,6 @@ class TaskModule(pl.LightningModule):
         the same disagreement stops ``setup`` (``check_data``).
         """
         return {}
-
-    def check_data(self, datamodule: pl.LightningDataModule) -> None:
-        """Raise ValueError, naming what to set, where this module cannot train on this DataModule as configured.
-
-        Called by ``setup``, and by the CLI right after building both, so a mismatch stops before any work.
-        """
 
     def configure_callbacks(self) -> list:
         """Replace Lightning's default checkpointing by ``best-*.ckpt`` (by ``monitor``) + ``last.ckpt``, and log
@@ -206,3 +262,16 @@ class TaskModule(pl.LightningModule):
             stage: "test".
         """
         return {}
+
+
+class FirstOutput(nn.Module):
+    """A net whose forward returns a tuple or NamedTuple (GoogLeNet's logits, a sequence net's outputs), reduced to
+    its first tensor: the one an exported graph gives."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        output = self.net(inputs)
+        return output if isinstance(output, Tensor) else output[0]

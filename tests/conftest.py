@@ -112,3 +112,9 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) 
     if result.returncode != 0:
         raise AssertionError(f"lit-models {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def last_metrics(path: Path) -> dict[str, float]:
+    """The last row of a CSVLogger's metrics.csv, its empty cells left out."""
+    rows = path.read_text().splitlines()
+    return {key: float(value) for key, value in zip(rows[0].split(","), rows[-1].split(","), strict=True) if value}

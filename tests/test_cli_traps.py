@@ -1,20 +1,18 @@
-"""The command line sets no silent traps: a top-level --optimizer feeds the module's own factories, our errors end
-the command as its last lines, and every module runs on its DataModule at the defaults, the data following the
-model where the two must agree."""
+"""The command line sets no silent traps: a top-level --optimizer feeds the module's own factories, a num_classes the
+data contradicts is an error, our errors end the command as its last lines, and every module runs on its DataModule
+at the defaults, the data following the model where the two must agree."""
 
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 import yaml
 from conftest import make_image_tree
 
-from lit_models.cli import LitModelsCLI, check_pair
+from lit_models.cli import LitModelsCLI, check_shared_arguments
 from lit_models.datamodules.sources.shapes import export_shapes
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
@@ -274,22 +272,33 @@ def test_proposals_for_a_detector_that_does_not_read_them_are_a_warning(caplog):
 
 
 def test_an_argument_that_model_and_data_both_take_must_agree():
-    class Model(pl.LightningModule):
-        def __init__(self, size: int = 1, task: str | None = None) -> None:
-            super().__init__()
-            self.save_hyperparameters()
-
-    class Data(pl.LightningDataModule):
-        def __init__(self, size: int = 2, task: str = "regression") -> None:
-            super().__init__()
-            self.save_hyperparameters()
-
-    logged = SimpleNamespace(loggers=[object()])
     # Lightning would stop at its first log of hyperparameters; a module's None is taken from the data in setup.
     with pytest.raises(ValueError, match=r"disagree: --model.size 1 but --data.size 2\. Lightning logs both"):
-        check_pair(Model(), Data(), logged)
-    check_pair(Model(size=2), Data(), logged)
-    check_pair(Model(), Data(), SimpleNamespace(loggers=[]))  # nothing logged, nothing to clash
+        check_shared_arguments({"size": 1, "task": None}, {"size": 2, "task": "regression"})
+    check_shared_arguments({"size": 2, "task": None}, {"size": 2, "task": "regression"})
+    with pytest.raises(ValueError, match=r"--model.size 2 but --data.size 2.0"):  # Lightning's test: types too
+        check_shared_arguments({"size": 2}, {"size": 2.0})
+
+
+def test_a_num_classes_the_data_contradicts_is_an_error(trees, tmp_path, monkeypatch, capsys):
+    """The link from data.num_classes would replace it silently: 3 classes in the folder, whatever was asked."""
+    monkeypatch.chdir(tmp_path)
+    data, sizes = MODULES["ResNet"]
+    args = ["--model", "ResNet", *sizes, "--data", data, *tiny_data(data, trees)]
+    config = tmp_path / "five.yaml"
+    config.write_text(yaml.safe_dump({"model": {"class_path": "ResNet", "init_args": {"num_classes": 5}}}))
+    for given in (["--model.num_classes", "5"], ["--model.init_args.num_classes=5"], ["--config", str(config)],
+                  ["--model.num_classes", "1000"]):  # fmt: skip
+        with pytest.raises(SystemExit) as stopped:
+            cli([*args, *given])
+        asked = given[-1].rpartition("=")[2] if given[0] != "--config" else "5"
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.rstrip().split("\n")[-1] == (
+            f"error: --model.num_classes {asked} but the data has 3 classes: the model's num_classes follows the "
+            "data; leave it out, or point --data at data with that many classes."
+        )
+    assert cli([*args, "--model.num_classes", "3"]).model.num_classes == 3  # the data's number: no contradiction
+    assert cli(args).model.num_classes == 3
 
 
 def test_data_that_contradicts_the_model_names_both(trees, tmp_path, monkeypatch, capsys):

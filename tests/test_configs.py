@@ -1,24 +1,63 @@
-"""Every YAML under configs/ parses and instantiates, with a head as wide as the data's class list."""
+"""Every YAML under configs/ parses and instantiates, with a head as wide as the data's class list; what the recipes
+share (configs/_shared/, included with `config: ../_shared/NAME.yaml`) reaches each recipe that includes it."""
 
 import signal
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import REPO, make_image_tree
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from lit_models.cli import LitModelsCLI
 from lit_models.datamodules.sources.shapes import export_shapes
+from lit_models.optim import WarmupCosineLR
+from lit_models.recipes import resolve_recipe_arguments
 
-TASK_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "trainer")
-TRAINER_CONFIGS = sorted((REPO / "configs" / "trainer").glob("*.yaml"))
+CONFIGS = REPO / "configs"
+# Recipes: not the trainer overlays, nor the pieces under _shared/ that recipes include.
+TASK_CONFIGS = sorted(
+    p for p in CONFIGS.rglob("*.yaml") if p.relative_to(CONFIGS).parts[0] not in ("trainer", "_shared")
+)
+TRAINER_CONFIGS = sorted((CONFIGS / "trainer").glob("*.yaml"))
+SHARED = sorted((CONFIGS / "_shared").glob("*.yaml"))
+MNIST_MEAN, MNIST_STD = [0.131] * 3, [0.308] * 3
 
 
 def instantiate(args: list[str]) -> LitModelsCLI:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sys.argv", ["lit-models"])  # pytest's own arguments are not the CLI's
         return LitModelsCLI(args=args, run=False)
+
+
+def included(config: Path) -> Path | None:
+    """The shared piece a recipe includes (its `config:` line), if any."""
+    include = yaml.safe_load(config.read_text()).get("config")
+    return (config.parent / include).resolve() if include else None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"data": {"init_args": {"batch_size": 8}}} -> {"data.init_args.batch_size": 8}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_cosine_horizon(cli: LitModelsCLI) -> None:
+    """A cosine schedule ends with the run: its horizon is the trainer's max_epochs, never a number kept by hand."""
+    scheduler = cli.config["model.init_args.lr_scheduler"]
+    if scheduler is None or "Cosine" not in scheduler["class_path"]:
+        return
+    assert scheduler["class_path"] == "lit_models.optim.WarmupCosineLR" and scheduler["init_args.T_max"] is None
+    cli.model.trainer = cli.trainer  # as fit attaches it before configure_optimizers
+    configured = cli.model.configure_optimizers()
+    horizon = configured["lr_scheduler"]["scheduler"]
+    assert isinstance(horizon, WarmupCosineLR) and horizon.T_max == cli.trainer.max_epochs
 
 
 def heads(model: torch.nn.Module, width: int) -> list[torch.nn.Module]:
@@ -55,12 +94,55 @@ def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch)
         args += ["--model.init_args.weights_backbone", "null"]
     cli = instantiate(args)
     assert isinstance(cli.config["seed_everything"], int)
+    assert cli.config["trainer.logger.init_args.name"] == config.stem, "runs/<recipe>/: the run is named after it"
+    if (shared := included(config)) is not None:  # the include holds, except where the recipe changes a value
+        overrides = {key for key in yaml.safe_load(text) if "." in key}
+        own_blocks = {key for key in yaml.safe_load(text) if "." not in key}
+        assert not own_blocks & set(yaml.safe_load(shared.read_text())), (
+            f"{config.name} repeats a block of {shared.name}, which would replace all of it: change single values "
+            "after the include (`data.init_args.batch_size: 128`)"
+        )
+        for key, value in flatten(yaml.safe_load(shared.read_text())).items():
+            got = list(cli.config[key]) if isinstance(cli.config[key], tuple) else cli.config[key]  # typed tuples
+            assert key in overrides or got == value, f"{config.name}: {key} is {got}, {shared.name} says {value}"
+    if cli.config["data.class_path"].endswith("ImageFolderDataModule") and cli.config["data.init_args.root"] is None:
+        digits = cli.config["data.init_args"]  # the embedded MNIST digits: their statistics, no mirrored digits
+        assert (list(digits.mean), list(digits.std), digits.preset, digits.hflip) == (
+            MNIST_MEAN,
+            MNIST_STD,
+            "small",
+            False,
+        )
+    check_cosine_horizon(cli)
     num_classes = cli.datamodule.num_classes
     assert cli.model.num_classes == num_classes
     if cli.model.net is None:  # a sequence model takes its task and input from the data when the run sets up
         cli.model.build(cli.datamodule.task, cli.datamodule.input_size)
     assert heads(cli.model.net, num_classes), f"{config.name}: no classifier head of width {num_classes}"
     assert not heads(cli.model.net, 1000) or num_classes == 1000
+
+
+@pytest.mark.parametrize("shared", SHARED, ids=lambda p: p.name)
+def test_each_shared_piece_is_included_and_says_it_is_no_recipe(shared):
+    text = shared.read_text()
+    assert text.startswith("#") and "Not a recipe" in text, "a first comment says what includes it"
+    assert any(included(recipe) == shared.resolve() for recipe in TASK_CONFIGS), f"no recipe includes {shared.name}"
+
+
+def test_an_included_data_block_is_overridden_from_the_command_line_in_any_folder(tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the include is found relative to the recipe, not the working folder
+    args = ["--config", "classification/alexnet_digits", "--data.init_args.root", str(tree),
+            "--data.init_args.batch_size", "8", "--trainer.max_epochs", "3"]  # fmt: skip
+    cli = instantiate(resolve_recipe_arguments(args))  # by name, as `lit-models` resolves it
+    data = cli.datamodule.hparams
+    assert (data.root, data.batch_size, data.image_size) == (str(tree), 8, 64)  # the recipe's own 64 px stays
+    assert (list(data.mean), data.hflip, data.rotation) == (MNIST_MEAN, False, 12)  # and the shared block
+    assert cli.datamodule.num_classes == 3
+    cli.model.trainer = cli.trainer
+    assert cli.model.configure_optimizers()["lr_scheduler"]["scheduler"] is not None
+    quickstart = instantiate(resolve_recipe_arguments(["--config", "quickstart", "--trainer.max_epochs", "3"]))
+    check_cosine_horizon(quickstart)  # a 3-epoch cosine
+    assert quickstart.trainer.max_epochs == 3
 
 
 @pytest.mark.parametrize("trainer_config", TRAINER_CONFIGS, ids=lambda p: p.name)

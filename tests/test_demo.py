@@ -1,11 +1,14 @@
 """The summary that ends `make demo`: the newest test's numbers, the fit it tested, its best checkpoint, what next."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
-from lit_models.demo import summary
+from lit_models.demo import NEXT_STEPS, summary
+from lit_models.recipes import find_recipe
 
 
 def fake_run(folder, version, metrics=None, best=None):
@@ -36,3 +39,10 @@ def test_summary_names_the_tested_fit_and_its_best_checkpoint(tmp_path):
 def test_without_a_tested_run_it_says_what_to_do(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lit_models.demo"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1 and "run `make demo`" in result.stderr
+
+
+def test_the_next_steps_for_an_own_folder_are_fine_tuning_then_the_small_folder_recipe():
+    named = re.findall(r"--config (\S+)", NEXT_STEPS)
+    assert named == ["quickstart", "classification/resnet18_imagenet", "classification/small_folder"]
+    assert all(Path(find_recipe(name)).is_file() for name in named)  # every suggestion is a packaged recipe
+    assert "--model.init_args.weights IMAGENET1K_V1" in NEXT_STEPS  # pretrained weights first, where fetchable

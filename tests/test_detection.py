@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, last_metrics, run_cli
 from PIL import Image
 from torchvision.ops import FrozenBatchNorm2d, roi_pool
 
-from lit_models.callbacks import DetectionWriter
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
 from lit_models.metrics import evaluation_targets, mean_average_precision
 from lit_models.nets.faster_rcnn import FasterRCNNNet, RoIMaxPool, freeze_first_convs
 from lit_models.nets.vgg import VGG
+from lit_models.predictions import BoxPrediction
+from lit_models.writers import DetectionWriter
 
 CONFIGS = REPO / "configs" / "detection"
 
@@ -109,13 +110,10 @@ def test_writer_draws_boxes_and_writes_json(tmp_path):
 
     writer = DetectionWriter(output=str(tmp_path / "out"), draw_score=0.5)
     writer.path = tmp_path / "out"
-    prediction = {
-        "boxes": [torch.tensor([[2.0, 3, 20, 25], [5, 5, 9, 9]])],
-        "scores": [torch.tensor([0.9, 0.1])],
-        "labels": [torch.tensor([2, 1])],
-        "path": [str(tmp_path / "in.png")],
-        "name": ["in"],
-    }
+    prediction = [
+        BoxPrediction(path=str(tmp_path / "in.png"), name="in", boxes=torch.tensor([[2.0, 3, 20, 25], [5, 5, 9, 9]]),
+                      scores=torch.tensor([0.9, 0.1]), labels=torch.tensor([2, 1]), names=["square", "circle"])
+    ]  # fmt: skip
     writer.write_on_batch_end(None, Module(), prediction, None, None, 0, 0)
 
     class Trainer:
@@ -168,12 +166,12 @@ def test_fit_test_predict_in_new_processes_on_voc(detector, shapes_tree, tmp_pat
     assert "val/map_50" in (runs / "version_0" / "metrics.csv").read_text()
 
     run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)
-    metrics = (runs / "version_1" / "metrics.csv").read_text()
+    metrics = (runs / "version_0" / "test" / "metrics.csv").read_text()  # beside the run it evaluates
     for key in ("test/map_50", "test/map", "test/map_75", "test/mar_100", "test/ap_50/circle"):
         assert key in metrics
 
     run_cli("predict", *args, "--ckpt_path", "last", cwd=tmp_path)
-    predictions = runs / "version_2" / "predictions"
+    predictions = runs / "version_0" / "predict" / "predictions"
     test_ids = (shapes_tree / "ImageSets" / "Main" / "test.txt").read_text().split()
     assert sorted(p.stem for p in (predictions / "images").iterdir()) == test_ids
     records = json.loads((predictions / "detections.json").read_text())
@@ -193,7 +191,7 @@ def test_fit_and_test_on_coco_json(detector, shapes_tree, tmp_path):
     args = tiny(detector, shapes_tree, "--data.init_args.format", "coco")
     run_cli("fit", *args, "--trainer.max_epochs", "1", cwd=tmp_path)
     run_cli("test", *args, "--ckpt_path", "last", cwd=tmp_path)
-    metrics = (tmp_path / "runs" / f"{detector}_shapes" / "version_1" / "metrics.csv").read_text()
+    metrics = (tmp_path / "runs" / f"{detector}_shapes" / "version_0" / "test" / "metrics.csv").read_text()
     assert "test/map_50" in metrics and "test/ap_50/triangle" in metrics
 
 
@@ -208,18 +206,15 @@ def test_ddp_on_two_cpu_processes_matches_single_process(shapes_tree, tmp_path):
     ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
     single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
     run_cli("fit", *args, *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
-    run_cli("validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
-    run_cli("validate", *args, *single, "--ckpt_path", "last", cwd=tmp_path)
     runs = tmp_path / "runs" / "yolov1_shapes"
-
-    def metric(version: int, key: str) -> float:
-        rows = (runs / f"version_{version}" / "metrics.csv").read_text().splitlines()
-        return float(rows[-1].split(",")[rows[0].split(",").index(key)])
-
+    validated = []  # each validate writes into the fit's run folder, replacing the one before
+    for trainer in (ddp, single):
+        run_cli("validate", *args, *trainer, "--ckpt_path", "last", cwd=tmp_path)
+        validated.append(last_metrics(runs / "version_0" / "validate" / "metrics.csv"))
     # 4 val scenes over 2 ranks: mAP gathers every rank's detections and truth, each scene counted once.
     for key in ("val/map_50", "val/map"):
-        assert metric(1, key) == pytest.approx(metric(2, key), abs=1e-6)
+        assert validated[0][key] == pytest.approx(validated[1][key], abs=1e-6)
     run_cli("predict", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
-    records = json.loads((runs / "version_3" / "predictions" / "detections.json").read_text())
+    records = json.loads((runs / "version_0" / "predict" / "predictions" / "detections.json").read_text())
     test_ids = (shapes_tree / "ImageSets" / "Main" / "test.txt").read_text().split()
     assert [record["name"] for record in records] == test_ids  # both ranks' images, gathered into one file

@@ -63,7 +63,7 @@ def test_no_import_circle():
 
 def test_writers_and_sequence_family_import_no_embedded_data_or_other_family():
     graph = import_graph()
-    for writer in ("lit_models.callbacks", "lit_models.sequence.writer"):
+    for writer in ("lit_models.writers", "lit_models.drawing", "lit_models.predictions"):
         bad = {m for m in reaches(graph, writer) if m.startswith(("lit_models.datamodules.sources", *FAMILIES))}
         assert bad == set(), f"{writer} imports {sorted(bad)}"
     for name in (m for m in graph if m.startswith("lit_models.sequence")):
@@ -78,3 +78,50 @@ def test_nets_and_datamodules_import_no_training_code():
         if name.startswith(("lit_models.nets", "lit_models.datamodules")):
             bad = {m for m in reaches(graph, name) if m.startswith((*FAMILIES, "lit_models.task", "lit_models.cli"))}
             assert bad == set(), f"{name} imports {sorted(bad)}"
+
+
+def source_trees() -> dict[str, ast.Module]:
+    return {module_name(path): ast.parse(path.read_text(encoding="utf-8")) for path in PACKAGE.rglob("*.py")}
+
+
+def test_nothing_outside_the_data_modules_reads_their_hyperparameters():
+    """The data describes itself once (DataSpec): outside lit_models/datamodules, no ``<data>.hparams`` (of anything
+    named like a DataModule: ``datamodule``, ``data``, ``cli.datamodule``), and no ``getattr(..., "hparams")``."""
+    found = []
+    for name, tree in source_trees().items():
+        if name.startswith("lit_models.datamodules"):
+            continue
+        for node in ast.walk(tree):
+            reads = isinstance(node, ast.Attribute) and node.attr in ("hparams", "hparams_initial")
+            if reads and "data" in ast.unparse(node.value):
+                found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+            looks_up = isinstance(node, ast.Call) and ast.unparse(node.func) in ("getattr", "hasattr")
+            if looks_up and any(isinstance(arg, ast.Constant) and arg.value == "hparams" for arg in node.args[1:2]):
+                found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    assert found == []
+
+
+def test_no_code_outside_a_family_switches_on_or_imports_it():
+    """A family declares hooks (use_data, check_data, export_graph, set_generation, show, ...): no isinstance on a
+    family's class, and no import of a family, outside it. The registry names them as strings; the CLI imports
+    them all through it."""
+    from lit_models import registry
+
+    families = {**registry.MODELS, **registry.FAMILY_BASES}
+    found = []
+    for name, tree in source_trees().items():
+        if name.startswith("lit_models.nets"):  # plain torch: its VGG is the network, not the module
+            continue
+        own = next((family for family in FAMILIES if name == family or name.startswith(f"{family}.")), None)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "isinstance" and len(node.args) == 2:
+                classes = {leaf.id for leaf in ast.walk(node.args[1]) if isinstance(leaf, ast.Name)}
+                foreign = {c for c in classes & families.keys() if families[c] != own}
+                found += [f"{name}:{node.lineno} isinstance(..., {c})" for c in sorted(foreign)]
+        for node in runtime_imports(tree):
+            targets = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for target in targets:
+                family = next((f for f in FAMILIES if target == f or target.startswith(f"{f}.")), None)
+                if family is not None and family != own:
+                    found.append(f"{name}:{node.lineno} imports {target}")
+    assert found == []

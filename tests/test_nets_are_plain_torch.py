@@ -34,13 +34,23 @@ def test_importing_every_net_loads_no_lightning():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_the_static_exports_are_the_lazy_ones():
-    """Editors and type checkers read the TYPE_CHECKING imports; the package serves _EXPORTS: the same names, from
-    the same modules, and each resolves."""
-    import lit_models
+def test_the_registry_is_the_one_list_of_names():
+    """lit_models.registry lists every class users name: each resolves from the package, and the modules listed are
+    exactly the concrete subclasses of the family bases (a new architecture cannot be forgotten)."""
+    import inspect
 
-    source = Path(lit_models.__file__).read_text()
-    block = next(node for node in ast.parse(source).body if isinstance(node, ast.If))  # if TYPE_CHECKING:
-    static = {alias.name: node.module for node in block.body for alias in node.names}
-    assert static == lit_models._EXPORTS
+    import lit_models
+    from lit_models import registry
+
     assert all(getattr(lit_models, name).__name__ == name for name in lit_models.__all__)
+    registry.import_all()
+
+    def concrete(cls):
+        for sub in cls.__subclasses__():
+            if not inspect.isabstract(sub) and sub.__module__.startswith("lit_models"):
+                yield sub
+            yield from concrete(sub)
+
+    found = {sub.__name__ for base in registry.FAMILY_BASES for sub in concrete(registry.lookup(base))}
+    found -= {"RecurrentModule"}  # RNN, LSTM and GRU's shared constructor, no architecture of its own
+    assert found == set(registry.MODELS)

@@ -1,7 +1,10 @@
 """The optimizer and scheduler every family's configure_optimizers returns: the bias rule, YOLO v1's warm-up and
-milestones, and torch's ReduceLROnPlateau watching each family's headline metric."""
+milestones, the cosine that ends with the trainer's max_epochs, and torch's ReduceLROnPlateau watching each family's
+headline metric."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import pytorch_lightning as pl
@@ -10,7 +13,7 @@ from families import FAMILIES, build
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lit_models.optim import WarmupMultiStepLR, build_optimizers
+from lit_models.optim import WarmupCosineLR, WarmupMultiStepLR, build_optimizers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,6 +38,50 @@ def test_a_milestone_inside_the_warm_up_scales_it():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = WarmupMultiStepLR(optimizer, warmup_epochs=2, milestones=[1], gamma=0.5, start_factor=0.5)
     assert learning_rates(scheduler, 3) == pytest.approx([0.5, 0.5 * 0.75, 0.5])
+
+
+def test_cosine_without_warm_up_is_torchs_cosine():
+    rates = {}
+    for kind in (WarmupCosineLR, torch.optim.lr_scheduler.CosineAnnealingLR):
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2)
+        rates[kind] = learning_rates(kind(optimizer, T_max=7, eta_min=0.01), 8)
+    assert rates[WarmupCosineLR] == pytest.approx(rates[torch.optim.lr_scheduler.CosineAnnealingLR], abs=1e-12)
+    assert rates[WarmupCosineLR][-1] == pytest.approx(0.01)  # eta_min at epoch T_max
+
+
+def test_warm_up_rises_linearly_then_the_cosine_spans_the_remaining_epochs():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = WarmupCosineLR(optimizer, T_max=6, warmup_epochs=2, start_factor=0.2)
+    factors = [0.2, 0.6, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0, 0.0]
+    assert learning_rates(scheduler, 8) == pytest.approx(factors, abs=1e-12)
+
+
+def test_cosine_without_a_horizon_ends_at_max_epochs():
+    net = nn.Linear(2, 2)
+    factory = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
+
+    def horizon(scheduler):
+        config = build_optimizers(net.named_parameters(), factory, scheduler, max_epochs=3)
+        return config["lr_scheduler"]["scheduler"].T_max
+
+    assert horizon(WarmupCosineLR) == 3
+    assert horizon(lambda optimizer: WarmupCosineLR(optimizer, T_max=10)) == 10  # a horizon of its own stays
+    for max_epochs in (None, -1):  # a run bounded by steps or time has no epoch count to follow
+        with pytest.raises(ValueError, match="init_args.T_max"):
+            build_optimizers(net.named_parameters(), factory, WarmupCosineLR, max_epochs=max_epochs)
+
+
+def test_trainer_max_epochs_sets_the_horizon_of_a_fit(request, tmp_path):
+    model, data = build("classification", request)
+    model.lr_scheduler_factory = WarmupCosineLR
+    trainer = pl.Trainer(
+        max_epochs=3, limit_train_batches=1, limit_val_batches=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, data)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.T_max == 3 and scheduler.last_epoch == 3
+    assert scheduler.get_last_lr() == pytest.approx([0.0])  # the cosine ended with the run
 
 
 def test_bias_rule_puts_biases_in_a_second_group_from_the_factorys_rate():

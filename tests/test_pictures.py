@@ -17,8 +17,9 @@ from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_models.callbacks import PredictionCSVWriter
 from lit_models.pictures import Sample, TrainingPictures, curves_picture, sample_grid
+from lit_models.predictions import ClassPrediction
+from lit_models.writers import ClassificationWriter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,22 +104,22 @@ def test_cli_plots_switch_ddp_test_with_tensorboard_and_predict_grid(image_tree,
     # Two processes: rank 0 draws its shard's samples; the confusion matrix is gathered from both ranks.
     overlays = ["--trainer", "ddp_cpu", "--trainer", "tensorboard"]
     run_cli("test", *tiny, *overlays, "--ckpt_path", "last", cwd=tmp_path)
-    events = EventAccumulator(str(runs / "version_1"), size_guidance={"images": 0})
+    events = EventAccumulator(str(runs / "version_0" / "test"), size_guidance={"images": 0})
     events.Reload()
     assert {"test/samples", "test/confusion_matrix"} <= set(events.Tags()["images"])
-    assert Image.open(runs / "version_1" / "pictures" / "test_confusion_matrix.png").size == (505, 505)
+    assert Image.open(runs / "version_0" / "test" / "pictures" / "test_confusion_matrix.png").size == (505, 505)
 
     run_cli("predict", *tiny, "--ckpt_path", "last", cwd=tmp_path)
-    grid = Image.open(runs / "version_2" / "predictions.png")
+    grid = Image.open(runs / "version_0" / "predict" / "predictions.png")
     assert grid.size[0] >= 1000  # 8 columns of thumbnails: the 9 test images in 2 rows
 
 
 @pytest.mark.parametrize("grid", [0, 2])
 def test_prediction_grid_caps_its_images_and_zero_draws_none(grid, image_tree, tmp_path):
-    writer = PredictionCSVWriter(output=str(tmp_path / "out.csv"), grid=grid)
+    writer = ClassificationWriter(output=str(tmp_path / "out.csv"), grid=grid)
     writer.path = tmp_path / "out.csv"
     files = sorted(str(p) for p in (image_tree / "test").rglob("*.png"))
-    batch = {"path": files, "indices": torch.zeros(len(files), 1, dtype=torch.long), "probs": torch.ones(len(files), 1)}
+    batch = [ClassPrediction(path=f, name=f, classes=["circle"], indices=[0], probs=[1.0]) for f in files]
     run = SimpleNamespace(world_size=1, global_rank=0)
     writer.write_on_epoch_end(run, SimpleNamespace(class_names=["circle", "square", "stripes"]), [batch], [])
     assert (tmp_path / "out.csv").exists()

@@ -144,7 +144,7 @@ def test_a_sequence_classifier_checkpoint_alone_predicts_on_an_array_file(tmp_pa
     assert [result["index"] for result in results] == [0, 1, 2, 3, 4]
     assert all(result["classes"][0] in loaded.class_names and len(result["probs"]) == 2 for result in results)
     np.savez(checkpoint.parent / "wide.npz", x=np.zeros((2, 7, 3), np.float32))
-    with pytest.raises(ValueError, match="with input_size 1, but ArrayDataModule serves .* with input_size 3"):
+    with pytest.raises(ValueError, match="with input_size 1, but the data serves .* with input_size 3"):
         loaded.predict(checkpoint.parent / "wide.npz")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, last_metrics, run_cli
 
 from lit_models.datamodules.detection import DetectionDataModule
 from lit_models.datamodules.proposal_command import main
@@ -114,12 +114,12 @@ def test_fit_test_predict_in_new_processes_on_voc(detector, shapes_tree, tmp_pat
     assert len(list((tmp_path / "proposals").rglob("*.npy"))) == 9  # fit: train and val images only
 
     run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)
-    metrics = (runs / "version_1" / "metrics.csv").read_text()
+    metrics = (runs / "version_0" / "test" / "metrics.csv").read_text()  # beside the run it evaluates
     for key in ("test/map_50", "test/map", "test/ap_50/circle"):
         assert key in metrics
 
     run_cli("predict", *args, "--ckpt_path", "last", cwd=tmp_path)
-    records = json.loads((runs / "version_2" / "predictions" / "detections.json").read_text())
+    records = json.loads((runs / "version_0" / "predict" / "predictions" / "detections.json").read_text())
     test_ids = (shapes_tree / "ImageSets" / "Main" / "test.txt").read_text().split()
     assert [record["name"] for record in records] == test_ids
     for record in records:
@@ -134,7 +134,7 @@ def test_fast_rcnn_on_coco_json(shapes_tree, tmp_path):
                 "--data.init_args.proposal_dir", str(tmp_path / "proposals"))  # fmt: skip
     run_cli("fit", *args, "--trainer.max_epochs", "1", cwd=tmp_path)
     run_cli("test", *args, "--ckpt_path", "last", cwd=tmp_path)
-    metrics = (tmp_path / "runs" / "fast_rcnn_shapes" / "version_1" / "metrics.csv").read_text()
+    metrics = (tmp_path / "runs" / "fast_rcnn_shapes" / "version_0" / "test" / "metrics.csv").read_text()
     assert "test/map_50" in metrics and "test/ap_50/triangle" in metrics
 
 
@@ -164,14 +164,13 @@ def test_ddp_on_two_cpu_processes_matches_single_process(shapes_tree, tmp_path):
     ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
     single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
     run_cli("fit", *args, *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
-    run_cli("validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
-    run_cli("validate", *args, *single, "--ckpt_path", "last", cwd=tmp_path)
-    rows = [(tmp_path / "runs" / "fast_rcnn_shapes" / f"version_{v}" / "metrics.csv").read_text().splitlines()
-            for v in (1, 2)]  # fmt: skip
-    values = [dict(zip(r[0].split(","), r[-1].split(","), strict=True)) for r in rows]
+    values = []  # each validate writes into the fit's run folder, replacing the one before
+    for trainer in (ddp, single):
+        run_cli("validate", *args, *trainer, "--ckpt_path", "last", cwd=tmp_path)
+        values.append(last_metrics(tmp_path / "runs" / "fast_rcnn_shapes" / "version_0" / "validate" / "metrics.csv"))
     # 3 val scenes over 2 ranks: mAP gathers every rank's detections and truth, each scene counted once.
     for key in ("val/map_50", "val/map"):
-        assert float(values[0][key]) == pytest.approx(float(values[1][key]), abs=1e-6)
+        assert values[0][key] == pytest.approx(values[1][key], abs=1e-6)
 
 
 def test_staged_training_under_ddp_needs_unused_parameters_found(shapes_tree, tmp_path):

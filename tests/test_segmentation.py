@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, run_cli
+from conftest import REPO, last_metrics, run_cli
 from PIL import Image
 
 from lit_models import FCN, VGG
-from lit_models.callbacks import SegmentationWriter
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
 from lit_models.datamodules.voc_layout import voc_palette
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
+from lit_models.predictions import MaskPrediction
+from lit_models.writers import SegmentationWriter
 
 TINY = {"width_mult": 0.125, "representation_size": 16, "batch_norm": True}
 SHAPES = REPO / "configs" / "segmentation"
@@ -104,8 +105,8 @@ def test_predict_step_crops_padding_away():
     model = FCN(num_classes=3, variant="16s", **TINY).eval()
     batch = {"image": torch.randn(2, 3, 30, 40), "size": [(30, 40), (21, 17)], "name": ["a", "b"], "path": ["", ""]}
     out = model.predict_step(batch, 0)
-    assert [tuple(m.shape) for m in out["mask"]] == [(30, 40), (21, 17)] and out["mask"][0].dtype == torch.uint8
-    assert out["name"] == ["a", "b"]
+    assert [tuple(r.mask.shape) for r in out] == [(30, 40), (21, 17)] and out[0].mask.dtype == torch.uint8
+    assert [r.name for r in out] == ["a", "b"]
 
 
 def test_writer_saves_palette_masks_and_overlays(tmp_path):
@@ -114,7 +115,7 @@ def test_writer_saves_palette_masks_and_overlays(tmp_path):
     mask = torch.zeros(6, 8, dtype=torch.uint8)
     mask[2:4, 3:6] = 2
     writer = SegmentationWriter(output=str(tmp_path / "out"))
-    prediction = {"mask": [mask], "path": [str(image_path)], "name": ["sub/in"]}
+    prediction = [MaskPrediction(path=str(image_path), name="sub/in", mask=mask)]
     writer.write_on_batch_end(None, None, prediction, None, None, 0, 0)
     written = Image.open(tmp_path / "out" / "masks" / "sub" / "in.png")
     assert written.mode == "P" and written.getpalette()[:9] == voc_palette()[:9]
@@ -148,12 +149,12 @@ def test_fcn_fit_test_predict_in_new_processes(variant, voc_tree, tmp_path):
     assert checkpoint["class_names"] == CLASS_NAMES and checkpoint["epoch"] == 1
 
     run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)
-    metrics = (runs / "version_1" / "metrics.csv").read_text()
+    metrics = (runs / "version_0" / "test" / "metrics.csv").read_text()  # beside the run it evaluates
     for key in ("test/miou", "test/pixel_acc", "test/loss", "test/iou/background", "test/iou/triangle"):
         assert key in metrics
 
     run_cli("predict", *args, "--ckpt_path", "last", cwd=tmp_path)
-    predictions = runs / "version_2" / "predictions"
+    predictions = runs / "version_0" / "predict" / "predictions"
     test_ids = (voc_tree / "ImageSets" / "Segmentation" / "test.txt").read_text().split()
     assert sorted(p.stem for p in (predictions / "masks").iterdir()) == test_ids
     for image_id in test_ids:
@@ -190,17 +191,13 @@ def test_ddp_on_two_cpu_processes_matches_single_process(voc_tree, tmp_path):
     ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
     single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
     run_cli("fit", *args, *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
-    run_cli("validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
-    run_cli("validate", *args, *single, "--ckpt_path", "last", cwd=tmp_path)
     runs = tmp_path / "runs" / "fcn8s_shapes"
-
-    def miou(version: int) -> float:
-        rows = (runs / f"version_{version}" / "metrics.csv").read_text().splitlines()
-        header = rows[0].split(",")
-        return float(rows[-1].split(",")[header.index("val/miou")])
-
+    validated = []  # each validate writes into the fit's run folder, replacing the one before
+    for trainer in (ddp, single):
+        run_cli("validate", *args, *trainer, "--ckpt_path", "last", cwd=tmp_path)
+        validated.append(last_metrics(runs / "version_0" / "validate" / "metrics.csv")["val/miou"])
     # 3 val scenes over 2 ranks: the confusion matrices are summed across ranks, each scene counted once.
-    assert miou(1) == pytest.approx(miou(2), abs=1e-6)
+    assert validated[0] == pytest.approx(validated[1], abs=1e-6)
     run_cli("predict", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
-    written = sorted(p.stem for p in (runs / "version_3" / "predictions" / "masks").iterdir())
+    written = sorted(p.stem for p in (runs / "version_0" / "predict" / "predictions" / "masks").iterdir())
     assert written == (voc_tree / "ImageSets" / "Segmentation" / "test.txt").read_text().split()

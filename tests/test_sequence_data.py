@@ -11,14 +11,12 @@ import pytest
 import torch
 
 from lit_models.datamodules import text as text_module
+from lit_models.datamodules.adding import AddingProblemDataModule
+from lit_models.datamodules.array import ArrayDataModule
 from lit_models.datamodules.files import DataError
-from lit_models.datamodules.sequence import (
-    AddingProblemDataModule,
-    ArrayDataModule,
-    MNIST1DDataModule,
-    TextDataModule,
-)
+from lit_models.datamodules.mnist1d import MNIST1DDataModule
 from lit_models.datamodules.sources import mnist1d
+from lit_models.datamodules.text import TextDataModule
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(60))  # 3,300 characters
 

@@ -193,9 +193,9 @@ def test_cli_on_a_user_text_generates_from_the_prompt(name, tmp_path):
     checkpoint = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["class_names"][0] == "<unk>" and "I" in checkpoint["class_names"]  # the vocabulary
     run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)
-    assert "test/bits_per_token" in (runs / "version_1" / "metrics.csv").read_text()
+    assert "test/bits_per_token" in (runs / "version_0" / "test" / "metrics.csv").read_text()
     run_cli("predict", *args, "--ckpt_path", "best", cwd=tmp_path)
-    generated = (runs / "version_2" / "predictions" / "generated.txt").read_text()
+    generated = (runs / "version_0" / "predict" / "predictions" / "generated.txt").read_text()
     assert "\nIt is " in generated and "\na " in generated
     continuation = generated.split("\nIt is ", 1)[1].split("\n\n")[0]
     assert len(continuation) >= 30 and set(continuation) <= set(TEXT) | {"<", ">", "u", "n", "k"}
@@ -210,14 +210,14 @@ def test_cli_on_the_embedded_sources(config, metric, tmp_path):
     run_cli("fit", *args, cwd=tmp_path)
     run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)
     runs = tmp_path / "runs" / config
-    assert metric in (runs / "version_1" / "metrics.csv").read_text()
+    assert metric in (runs / "version_0" / "test" / "metrics.csv").read_text()
     run_cli("predict", *args, "--ckpt_path", "best", cwd=tmp_path)
     if "text" in config:  # the pydoc text: the default prompt continued by 200 characters
-        generated = (runs / "version_2" / "predictions" / "generated.txt").read_text()
+        generated = (runs / "version_0" / "predict" / "predictions" / "generated.txt").read_text()
         assert generated.startswith("=== prompt: 'The '\nThe ")
         assert len(generated.split("\nThe ", 1)[1].rstrip("\n")) >= 200
         return
-    with open(runs / "version_2" / "predictions" / "predictions.csv") as handle:
+    with open(runs / "version_0" / "predict" / "predictions" / "predictions.csv") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][:2] == (["index", "class_1"] if "mnist1d" in config else ["index", "sum"])
     assert len(rows) == 1 + 1000  # the test split, every sequence once
@@ -228,6 +228,7 @@ def test_cli_on_a_user_array_file(tmp_path):
                     "--data.batch_size", "8")  # fmt: skip
     run_cli("fit", *args, cwd=tmp_path)
     run_cli("predict", *args, "--ckpt_path", "last", cwd=tmp_path)
-    with open(tmp_path / "runs" / "gru_mnist1d" / "version_1" / "predictions" / "predictions.csv") as handle:
+    run = tmp_path / "runs" / "gru_mnist1d" / "version_0"
+    with open(run / "predict" / "predictions" / "predictions.csv") as handle:
         rows = list(csv.reader(handle))
     assert [int(row[0]) for row in rows[1:]] == list(range(20))  # every test sequence, in order

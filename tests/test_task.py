@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from lit_models.class_names import ClassNamesMismatchError
+from lit_models.datamodules.spec import DataSpec
 from lit_models.task import TaskModule
 
 
@@ -19,11 +20,13 @@ class Tiny(TaskModule):
     monitor = "val/acc"
 
     def __init__(self, num_classes: int = 3) -> None:
-        super().__init__(nn.Linear(2, num_classes), num_classes)
+        super().__init__(num_classes)
+        self.net = nn.Linear(2, num_classes)
 
 
 def attach(model: TaskModule, trainer: pl.Trainer, class_names: list[str] | None = None) -> None:
-    trainer.datamodule = SimpleNamespace(class_names=class_names, hparams={}) if class_names else None
+    spec = DataSpec("classification", "images", class_names) if class_names else None
+    trainer.datamodule = SimpleNamespace(spec=spec) if class_names else None
     model.trainer = trainer
 
 

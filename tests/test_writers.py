@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lit_models.callbacks import DetectionWriter, PredictionCSVWriter, SegmentationWriter
-from lit_models.sequence.writer import SequenceWriter
+from lit_models.predictions import BoxPrediction, ClassPrediction, MaskPrediction, TextPrediction, ValuesPrediction
+from lit_models.writers import ClassificationWriter, DetectionWriter, SegmentationWriter, SequenceWriter
 
 
 def one_process(log_dir: Path, **datamodule) -> SimpleNamespace:
@@ -38,7 +38,7 @@ def test_a_writer_refuses_to_overwrite_unless_told(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("the user's")
     trainer = one_process(tmp_path)
-    with pytest.raises(FileExistsError, match="out already exists.*--prediction_writer.overwrite true"):
+    with pytest.raises(FileExistsError, match="out already exists.*--overwrite"):
         SegmentationWriter(output=str(tmp_path / "out")).on_predict_start(trainer, None)
     SegmentationWriter(output=str(tmp_path / "out"), overwrite=True).on_predict_start(trainer, None)
     assert (tmp_path / "out" / "mine.txt").read_text() == "the user's"
@@ -49,13 +49,18 @@ def test_a_writer_refuses_to_overwrite_unless_told(tmp_path):
 
 def test_classification_csv_is_sorted_by_path_with_names_and_probabilities(tmp_path):
     paths = images(tmp_path / "new", 3)
-    writer = PredictionCSVWriter(output=str(tmp_path / "out.csv"), grid=2)
+    writer = ClassificationWriter(output=str(tmp_path / "out.csv"), grid=2)
     writer.on_predict_start(one_process(tmp_path), None)
+    names = ["cat", "dog"]
+
+    def record(path, indices, probs):
+        return ClassPrediction(path=path, name=path, classes=[names[i] for i in indices], indices=indices, probs=probs)
+
     batches = [
-        {"path": paths[2:], "indices": torch.tensor([[1, 0]]), "probs": torch.tensor([[0.9, 0.1]])},
-        {"path": paths[:2], "indices": torch.tensor([[0, 1], [1, 0]]), "probs": torch.tensor([[0.6, 0.4], [0.7, 0.3]])},
+        [record(paths[2], [1, 0], [0.9, 0.1])],
+        [record(paths[0], [0, 1], [0.6, 0.4]), record(paths[1], [1, 0], [0.7, 0.3])],
     ]
-    writer.write_on_epoch_end(one_process(tmp_path), SimpleNamespace(class_names=["cat", "dog"]), [batches], [])
+    writer.write_on_epoch_end(one_process(tmp_path), SimpleNamespace(class_names=names), [batches], [])
     with open(tmp_path / "out.csv") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["path", "class_1", "prob_1", "class_2", "prob_2"]
@@ -70,7 +75,7 @@ def test_segmentation_masks_read_back_as_class_indices_beside_overlays(tmp_path)
     writer.on_predict_start(one_process(tmp_path), None)
     masks = [torch.zeros(20, 20, dtype=torch.uint8) for _ in paths]
     masks[1][5:10, 5:15] = 3
-    prediction = {"mask": masks, "path": paths, "name": ["a", "b"]}
+    prediction = [MaskPrediction(path=p, name=n, mask=m) for p, n, m in zip(paths, "ab", masks, strict=True)]
     writer.write_on_batch_end(one_process(tmp_path), None, prediction, None, None, 0, 0)
     for name, mask in zip("ab", masks, strict=True):
         saved = Image.open(tmp_path / "out" / "masks" / f"{name}.png")
@@ -85,11 +90,12 @@ def test_detection_json_lists_every_detection_and_draws_the_confident_ones(tmp_p
     writer = DetectionWriter(output=str(tmp_path / "out"), draw_score=0.5)
     trainer = one_process(tmp_path)
     writer.on_predict_start(trainer, None)
-    prediction = {
-        "path": paths[::-1], "name": ["1", "0"],
-        "boxes": [torch.tensor([[2.0, 2.0, 30.0, 30.0], [1.0, 1.0, 5.0, 5.0]]), torch.zeros(0, 4)],
-        "scores": [torch.tensor([0.9, 0.2]), torch.zeros(0)], "labels": [torch.tensor([2, 1]), torch.zeros(0)],
-    }  # fmt: skip
+    prediction = [
+        BoxPrediction(path=paths[1], name="1", boxes=torch.tensor([[2.0, 2.0, 30.0, 30.0], [1.0, 1.0, 5.0, 5.0]]),
+                      scores=torch.tensor([0.9, 0.2]), labels=torch.tensor([2, 1]), names=["dog", "cat"]),
+        BoxPrediction(path=paths[0], name="0", boxes=torch.zeros(0, 4), scores=torch.zeros(0),
+                      labels=torch.zeros(0, dtype=torch.int64), names=[]),
+    ]  # fmt: skip
     module = SimpleNamespace(display_names=["background", "cat", "dog"])
     writer.write_on_batch_end(trainer, module, prediction, None, None, 0, 0)
     writer.on_predict_end(trainer, module)
@@ -103,30 +109,27 @@ def test_detection_json_lists_every_detection_and_draws_the_confident_ones(tmp_p
 
 
 def test_sequence_writer_tables_and_generated_text(tmp_path):
-    trainer = one_process(tmp_path, decode=lambda ids: "".join("ab"[i] for i in ids))
-    classify = SimpleNamespace(task="classification", class_names=["up", "down"])
+    trainer = one_process(tmp_path)
     writer = SequenceWriter(output=str(tmp_path / "cls"))
     writer.on_predict_start(trainer, None)
-    batch = {
-        "index": [1, 0],
-        "indices": torch.tensor([[1, 0], [0, 1]]),
-        "probs": torch.tensor([[0.8, 0.2], [0.6, 0.4]]),
-    }
-    writer.write_on_epoch_end(trainer, classify, [[batch]], [])
+    records = [
+        ClassPrediction(name="1", index=1, classes=["down", "up"], indices=[1, 0], probs=[0.8, 0.2]),
+        ClassPrediction(name="0", index=0, classes=["up", "down"], indices=[0, 1], probs=[0.6, 0.4]),
+    ]
+    writer.write_on_epoch_end(trainer, None, [records], [])
     with open(tmp_path / "cls" / "predictions.csv") as handle:
         assert list(csv.reader(handle)) == [["index", "class_1", "prob_1", "class_2", "prob_2"],
                                             ["0", "up", "0.600000", "down", "0.400000"],
                                             ["1", "down", "0.800000", "up", "0.200000"]]  # fmt: skip
 
-    regress = SimpleNamespace(task="regression", class_names=None)
     writer = SequenceWriter(output=str(tmp_path / "reg"))
     writer.on_predict_start(trainer, None)
-    writer.write_on_epoch_end(trainer, regress, [[{"index": [0], "values": torch.tensor([[0.25, 1.5]])}]], [])
+    writer.write_on_epoch_end(trainer, None, [[ValuesPrediction(name="0", index=0, values=[0.25, 1.5],
+                                                                targets=["target_0", "target_1"])]], [])  # fmt: skip
     with open(tmp_path / "reg" / "predictions.csv") as handle:
         assert list(csv.reader(handle)) == [["index", "target_0", "target_1"], ["0", "0.25", "1.5"]]
 
-    generate = SimpleNamespace(task="language_model", class_names=["a", "b"])
     writer = SequenceWriter(output=str(tmp_path / "lm"))
     writer.on_predict_start(trainer, None)
-    writer.write_on_epoch_end(trainer, generate, [[{"prompt": "ab", "generated": [1, 0, 1]}]], [])
+    writer.write_on_epoch_end(trainer, None, [[TextPrediction(name="0", prompt="ab", generated="bab")]], [])
     assert (tmp_path / "lm" / "generated.txt").read_text() == "=== prompt: 'ab'\nabbab\n\n"

@@ -1,4 +1,5 @@
-"""What every file-backed DataModule shares: decode errors carried to the main process, DDP-exact evaluation."""
+"""What every DataModule shares (``SplitDataModule``: split loaders, ``spec``, the rebuild for prediction) and what
+every file-backed one adds (``FileDataModule``: decode errors carried to the main process, ``check``)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from lit_models.datamodules.files import DataError, list_predict_images
+from lit_models.datamodules.files import DataError, list_predict_images, listing_problems, report
 from lit_models.datamodules.loaders import split_batch_size, split_loader
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
+from lit_models.datamodules.spec import DataSpec, Resize, Task
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,121 @@ def check_fractions(val_fraction: float, scale_range: tuple[float, float] = (1.0
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if min(scale_range) <= 0 or scale_range[0] > scale_range[1]:
         raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+
+
+class SplitDataModule(pl.LightningDataModule, ABC):
+    """Loaders over ``self.datasets[split]``, the description of the data (``spec``) and its rebuild for prediction.
+
+    Subclasses save the hyperparameters ``batch_size``, ``eval_batch_size`` and ``num_workers``, set
+    ``self.collate_fn`` where their samples need one, fill ``self.datasets`` ("train", "val", optionally "test" and
+    "predict") in ``setup``, describe their data in ``spec`` and say in ``prediction_arguments`` which constructor
+    arguments serve prediction inputs alone.
+    """
+
+    predict_only = False  # built by for_prediction: serves its prediction inputs alone, prepares no training data
+    drop_last_train = False  # drop a last partial training batch (where it would hold too few samples)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datasets: dict[str, Dataset] = {}
+        self.collate_fn: Callable[[list], Any] | None = None
+
+    @property
+    @abstractmethod
+    def spec(self) -> DataSpec:
+        """The data as the model sees it (``spec.py``): known after ``__init__``, without decoding a sample."""
+
+    # ------------------------------------------------------------------------------------------------ loaders
+
+    def missing_split(self, split: str) -> str:
+        """Why a split is absent, and what to do, for the error that asks for it."""
+        return "it is not part of this data." if self.datasets else "call setup() first (a Trainer does this itself)."
+
+    def split_dataset(self, split: str, batch_size: int) -> Dataset:
+        """The dataset a split's loader reads (text cuts its token streams for ``batch_size`` here)."""
+        if split not in self.datasets:
+            raise DataError(f"this data has no {split} split: {self.missing_split(split)}")
+        return self.datasets[split]
+
+    def loader(self, split: str, train: bool) -> DataLoader:
+        """A split's DataLoader (``loaders.split_loader``): shuffled in training, every sample once in evaluation."""
+        batch_size = split_batch_size(self.hparams, train)
+        dataset = self.split_dataset(split, batch_size)
+        whole_batches = isinstance(dataset, IterableDataset)  # text's token streams yield whole batches
+        return split_loader(
+            dataset,
+            train=train,
+            batch_size=None if whole_batches else batch_size,
+            num_workers=self.hparams.num_workers,
+            trainer=self.trainer,
+            collate_fn=self.collate_fn,
+            drop_last=self.drop_last_train and train and len(dataset) > batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The predict split, else test, else val."""
+        split = next((split for split in ("predict", "test", "val") if split in self.datasets), "predict")
+        return self.loader(split, train=False)
+
+    # ------------------------------------------------------------------------------------------ prediction
+
+    @classmethod
+    def for_prediction(cls, hparams: dict[str, Any], inputs: Any, class_names: list[str]) -> SplitDataModule:
+        """This DataModule with a training run's saved arguments, serving only ``inputs`` to ``predict`` through the
+        same evaluation preprocessing, with the model's class names; no training data is listed or read, so it
+        need not exist here.
+
+        Args:
+            hparams: The training DataModule's arguments (a checkpoint's ``datamodule_hyper_parameters``).
+            inputs: What to predict on, as ``prediction_arguments`` takes it; None serves nothing (images held in
+                memory then go through ``images_dataset``).
+            class_names: The class names (a language model's vocabulary) the model was trained with.
+        """
+        names = list(class_names)
+        args = {**hparams, **cls.prediction_arguments(inputs), "class_names": names, "num_workers": 0}
+        accepted = inspect.signature(cls).parameters
+        data = cls(**{name: value for name, value in args.items() if name in accepted})
+        data.predict_only = True
+        data.use_class_names(names)  # where the constructor takes none, or reads them from the data
+        return data
+
+    @classmethod
+    @abstractmethod
+    def prediction_arguments(cls, inputs: Any) -> dict[str, Any]:
+        """The constructor arguments that serve ``inputs`` alone and leave out every path of the training data."""
+
+    def use_class_names(self, class_names: list[str]) -> None:
+        """Take the model's class names in place of those of the data (which a prediction does not read)."""
+        self.class_names, self.num_classes = class_names, len(class_names)
+
+    @classmethod
+    def from_checkpoint(cls, hparams: dict[str, Any], class_names: list[str]) -> SplitDataModule:
+        """A predict-only DataModule from a checkpoint's ``datamodule_hyper_parameters`` and class names, without the
+        training data: its ``spec`` and evaluation preprocessing are the training run's, and ``prediction_data``
+        serves inputs. Arguments as ``for_prediction``'s."""
+        return cls.for_prediction(hparams, None, class_names)
+
+    def prediction_data(self, inputs: Any, batch_size: int | None = None) -> SplitDataModule:
+        """A DataModule of this kind, with this one's evaluation preprocessing and class names, that serves only
+        ``inputs`` to ``predict``: right after ``fit``, or on one from ``from_checkpoint``.
+
+        Args:
+            inputs: What to predict on, as ``for_prediction`` takes it.
+            batch_size: Inputs per batch (default: this DataModule's evaluation batch size).
+        """
+        hparams = dict(self.hparams)
+        if batch_size is not None:
+            hparams.update(batch_size=batch_size, eval_batch_size=batch_size)
+        return self.for_prediction(hparams, inputs, list(self.class_names))
 
 
 class FileDataset(Dataset, ABC):
@@ -83,42 +200,40 @@ def collate_metadata(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class FileDataModule(pl.LightningDataModule):
-    """Loaders over ``self.datasets[split]`` and the main-process error check; subclasses fill the datasets.
+class FileDataModule(SplitDataModule):
+    """Image files listed by ``setup``, decoded in the loaders' workers, their errors raised in the main process.
 
-    Subclasses save the hyperparameters ``batch_size``, ``eval_batch_size`` and ``num_workers``, set
-    ``self.root`` (named in the error for a missing split) and ``self.collate_fn``, and fill ``self.datasets``
-    ("train", "val", optionally "test", and "predict") in ``setup``.
+    Subclasses set ``self.root`` (named in the error for a missing split) and ``self.collate_fn``, take the
+    hyperparameters ``mean`` and ``std`` and fill ``self.datasets`` ("train", "val", optionally "test", and
+    "predict") in ``setup``.
     """
 
     root: Path
-    collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]]
-    predict_only = False  # built by for_prediction: serves predict_dir alone, exports no embedded data
+    # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is dropped (a
+    # different few images each epoch) unless the split is smaller than one batch.
+    drop_last_train = True
 
     def __init__(self) -> None:
         super().__init__()
-        self.datasets: dict[str, Dataset] = {}
         self._reported_skips: set[str] = set()
 
     @classmethod
-    def for_prediction(cls, hparams: dict[str, Any], inputs: Any, class_names: list[str]) -> FileDataModule:
-        """This DataModule with a training run's saved arguments, serving only ``inputs`` (image files, folders,
-        glob patterns) to ``predict`` through the same evaluation preprocessing; no training data is listed or
-        read, so it need not exist here. ``inputs`` None serves nothing (for ``images_dataset``)."""
-        accepted = inspect.signature(cls).parameters
-        args = {name: value for name, value in hparams.items() if name in accepted}
-        # No data root (nothing of the training data is listed), and none of the training machine's folders.
+    def prediction_arguments(cls, inputs: Any) -> dict[str, Any]:
+        """``inputs``: image files, folders (any depth) or glob patterns, as ``predict_dir``. No data root and none
+        of the training machine's folders: nothing of the training data is listed."""
         paths = ("root", "annotations", "images", "cache_dir", "proposal_dir")
-        args.update({name: None for name in paths if name in accepted})
-        data = cls(**{**args, "predict_dir": inputs, "num_workers": 0})
-        data.class_names, data.num_classes = list(class_names), len(class_names)  # the checkpoint's, not root's
-        data.predict_only = True
-        return data
+        return {**dict.fromkeys(paths), "predict_dir": inputs}
+
+    def image_spec(self, task: Task, image_size: int | None, resize: Resize, proposals: str | None = None) -> DataSpec:
+        """The spec of images normalised by the ``mean`` and ``std`` hyperparameters."""
+        hp = self.hparams
+        return DataSpec(task, "images", self.class_names, image_size, resize, hp.mean, hp.std, proposals=proposals)
 
     def split_off_validation(self, samples: list) -> tuple[list, list]:
         """Hold out val_fraction of the training images (at least one), seeded, identically on every rank."""
         if len(samples) < 2:
-            raise DataError(f"{self.root} has {len(samples)} training image(s); a validation split needs 2 or more.")
+            report(DataError(f"{self.root} has {len(samples)} training image(s); a validation split needs 2 or more."))
+            return samples, []
         count = max(1, round(len(samples) * self.hparams.val_fraction))
         held_out = set(np.random.default_rng(self.hparams.split_seed).choice(len(samples), count, replace=False))
         return [s for i, s in enumerate(samples) if i not in held_out], [samples[i] for i in sorted(held_out)]
@@ -128,64 +243,27 @@ class FileDataModule(pl.LightningDataModule):
         return self.root / split
 
     def missing_split(self, split: str) -> str:
-        """Why a split is absent, for messages: where it was looked for."""
         return f"{self.split_location(split)} does not exist."
-
-    def loader(self, split: str, train: bool) -> DataLoader:
-        hp = self.hparams
-        batch_size = split_batch_size(hp, train)
-        if split not in self.datasets:
-            raise DataError(f"this data has no {split} split: {self.missing_split(split)}")
-        dataset = self.datasets[split]
-        return split_loader(
-            dataset,
-            train=train,
-            batch_size=batch_size,
-            num_workers=hp.num_workers,
-            trainer=self.trainer,
-            collate_fn=self.collate_fn,
-            # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is
-            # dropped (a different few images each epoch) unless the split is smaller than one batch.
-            drop_last=train and len(dataset) > batch_size,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.loader("predict", train=False)
 
     def list_test(self) -> None:
         """Fill ``datasets["test"]`` where the data has a test split that ``setup`` leaves unread (VOC, COCO)."""
 
     def check(self) -> list[str]:
-        """Decode every sample of every split (train, val, and test where there is one) as a run would, before a
-        long run rather than at its first bad batch; return every problem found, each naming its file (none: the
-        files will not stop a run). Problems ``setup`` finds (a missing folder, a class not in the list) raise
-        ``DataError`` as they do for ``fit``. ``lit-models check RECIPE`` runs this from the command line."""
-        self.prepare_data()
-        self.setup("fit")
-        self.list_test()
-        problems: list[str] = []
+        """Every problem of this data, each naming its file or folder (none: the files will not stop a run), found
+        before a long run rather than one at a time by its batches: the structural problems ``setup`` meets (an
+        empty class folder, class folders that differ between splits, a listed file that is missing, an unparsable
+        annotation), where ``fit`` stops at the first, then every sample of every split (train, val, and test where
+        there is one) decoded as a run decodes it. A problem that leaves nothing to list (no data root, no training
+        split) raises ``DataError`` as it does for ``fit``. ``lit-models check RECIPE`` runs this."""
+        self.datasets = {}  # listed afresh: a listing done before would hide its problems
+        with listing_problems() as problems:
+            self.prepare_data()
+            self.setup("fit")
+            self.list_test()
         for split in ("train", "val", "test"):
-            if split not in self.datasets:
-                continue
-            batch_size = split_batch_size(self.hparams, train=False)
-            loader = split_loader(
-                self.datasets[split],
-                train=False,
-                batch_size=batch_size,
-                num_workers=self.hparams.num_workers,
-                collate_fn=self.collate_fn,
-            )
-            for batch in loader:
-                problems += [f"{split}: {message}" for message in batch["errors"] + batch["skipped"]]
+            if split in self.datasets:
+                for batch in self.loader(split, train=False):
+                    problems += [f"{split}: {message}" for message in batch["errors"] + batch["skipped"]]
         return list(dict.fromkeys(problems))  # with skip_corrupt, a file can be passed over for two samples
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -228,7 +306,13 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
         """The samples of the list a role reads: a ``splits`` hyperparameter may rename it (VOC 2007's
         {"train": "trainval"}) or map it to None (no such list: val is then held out of train)."""
         name = self.split_name(role)
-        return None if name is None else self.list_split(name, annotated)
+        if name is None:
+            return None
+        try:
+            return self.list_split(name, annotated)
+        except DataError as error:  # the whole list is unreadable (an unparsable COCO file)
+            report(error)
+            return []
 
     def split_name(self, role: str) -> str | None:
         return (getattr(self.hparams, "splits", None) or {}).get(role, role)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lit_models.datamodules.files import DataError
+from lit_models.datamodules.files import DataError, readable, report
 from lit_models.datamodules.voc_layout import read_voc_list
 
 log = logging.getLogger(__name__)
@@ -133,15 +133,19 @@ def parse_voc_xml(xml_path: Path, image_path: Path, class_names: list[str]) -> T
 
 
 def voc_split(root: Path, split: str, class_names: list[str], with_targets: bool = True) -> list[Sample] | None:
-    """The images named in ImageSets/Main/<split>.txt with their parsed XML; None without the list."""
+    """The images named in ImageSets/Main/<split>.txt with their parsed XML; None without the list. An image
+    whose annotation has a problem is reported (``files.report``): while ``check()`` lists problems, it is left
+    out."""
     listing = root / "ImageSets" / "Main" / f"{split}.txt"
     entries = read_voc_list(root, listing, "Annotations", ".xml", with_targets)
     if entries is None:
         return None
-    return [
-        (image, parse_voc_xml(Path(xml), Path(image), class_names) if xml else None, image_id)
-        for image, xml, image_id in entries
-    ]
+
+    def sample(entry: tuple[str, str | None, str]) -> Sample:
+        image, xml, image_id = entry
+        return image, parse_voc_xml(Path(xml), Path(image), class_names) if xml else None, image_id
+
+    return readable(entries, sample)
 
 
 # -------------------------------------------------------------------------------------------------------- COCO
@@ -252,14 +256,16 @@ def coco_split(
     label_of: dict[int, int],
     with_targets: bool = True,
 ) -> list[Sample]:
-    """One sample per image of a COCO file; [x, y, w, h] -> xyxy, category ids -> contiguous labels."""
+    """One sample per image of a COCO file; [x, y, w, h] -> xyxy, category ids -> contiguous labels. An image with
+    a problem (missing file, unknown category, degenerate box) is reported (``files.report``): while ``check()``
+    lists problems, it is left out."""
     if with_targets and not isinstance(data.get("annotations"), list):
         raise DataError(f'{path} has no "annotations" list: it can be predicted on, not trained or evaluated on.')
     per_image: dict[Any, list[dict]] = {}
     for annotation in (data.get("annotations") or []) if with_targets else []:
         per_image.setdefault(annotation.get("image_id"), []).append(annotation)
-    samples: list[Sample] = []
-    for entry in data["images"]:
+
+    def sample(entry: Any) -> Sample:
         try:
             image_id, file_name = entry["id"], entry["file_name"]
         except (KeyError, TypeError):
@@ -270,30 +276,31 @@ def coco_split(
                 f"{path} names image {file_name!r} (id {image_id}), but {image} does not exist. "
                 "Restore the file or remove its entry."
             )
-        targets = None
-        if with_targets:
-            declared = (int(entry.get("height") or 0), int(entry.get("width") or 0))
-            size = declared if min(declared) > 0 else header_size(image)
-            boxes, labels, iscrowd, described = [], [], [], []
-            for annotation in per_image.get(image_id, []):
-                category = annotation.get("category_id")
-                if category not in label_of:
-                    raise DataError(
-                        f"{path}: annotation {annotation.get('id')} of image {file_name!r} has category_id "
-                        f"{category!r}, not one of the categories {sorted(label_of)}."
-                    )
-                bbox = annotation.get("bbox")
-                if not isinstance(bbox, list) or len(bbox) != 4:
-                    raise DataError(f'{path}: annotation {annotation.get("id")} has no [x, y, w, h] "bbox".')
-                x, y, w, h = (float(v) for v in bbox)
-                boxes.append([x, y, x + w, y + h])
-                labels.append(label_of[category])
-                iscrowd.append(bool(annotation.get("iscrowd", 0)))
-                described.append(f"annotation {annotation.get('id')} bbox [x, y, w, h] = {bbox}")
-            targets = make_targets(
-                f"{path} (image {file_name})", size, boxes, labels, [False] * len(boxes), iscrowd, described
-            )
-        samples.append((str(image), targets, str(image_id)))
-    if not samples:
-        raise DataError(f"{path} lists no images.")
-    return samples
+        if not with_targets:
+            return str(image), None, str(image_id)
+        declared = (int(entry.get("height") or 0), int(entry.get("width") or 0))
+        size = declared if min(declared) > 0 else header_size(image)
+        boxes, labels, iscrowd, described = [], [], [], []
+        for annotation in per_image.get(image_id, []):
+            category = annotation.get("category_id")
+            if category not in label_of:
+                raise DataError(
+                    f"{path}: annotation {annotation.get('id')} of image {file_name!r} has category_id "
+                    f"{category!r}, not one of the categories {sorted(label_of)}."
+                )
+            bbox = annotation.get("bbox")
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise DataError(f'{path}: annotation {annotation.get("id")} has no [x, y, w, h] "bbox".')
+            x, y, w, h = (float(v) for v in bbox)
+            boxes.append([x, y, x + w, y + h])
+            labels.append(label_of[category])
+            iscrowd.append(bool(annotation.get("iscrowd", 0)))
+            described.append(f"annotation {annotation.get('id')} bbox [x, y, w, h] = {bbox}")
+        targets = make_targets(
+            f"{path} (image {file_name})", size, boxes, labels, [False] * len(boxes), iscrowd, described
+        )
+        return str(image), targets, str(image_id)
+
+    if not data["images"]:
+        report(DataError(f"{path} lists no images."))
+    return readable(data["images"], sample)

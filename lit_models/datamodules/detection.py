@@ -41,6 +41,7 @@ from lit_models.datamodules.box_annotations import (
 from lit_models.datamodules.files import DataError, load_rgb
 from lit_models.datamodules.proposals import DEFAULT_K, ProposalCache, ProposalMode, proposal_stats
 from lit_models.datamodules.sources import shapes
+from lit_models.datamodules.spec import DataSpec
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES, read_class_names
 
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 
 
 def detection_transform(
-    train: bool,
     image_size: int | None,
     hflip: bool = True,
     scale_range: tuple[float, float] = (1.0, 1.0),
@@ -64,27 +64,26 @@ def detection_transform(
     std: tuple[float, float, float] = IMAGENET_STD,
     translate: float = 0.0,
 ) -> v2.Compose:
-    """Joint transform of (tv_tensors.Image uint8, targets dict with tv_tensors.BoundingBoxes) -> same, normalised.
+    """Joint training transform of (tv_tensors.Image uint8, targets dict with tv_tensors.BoundingBoxes) -> same,
+    normalised.
 
-    Training: zoom by s in scale_range and shift by up to ``translate`` of each side within the same canvas
-    (``RandomAffine``, the uncovered border in the mean colour: YOLO v1's "random scaling and translations of up to
-    20%"), random horizontal flip, resize to image_size x image_size (if
-    set), then ``SanitizeBoundingBoxes`` drops boxes under 1 px together with their labels, difficult and iscrowd
-    flags. Evaluation: the resize only, no box is dropped. Called with an image only, it transforms the image.
-    Region proposals (``proposals`` in the targets dict, BoundingBoxes) move with the image; those under 1 px
-    after the geometry are dropped.
+    Zoom by s in scale_range and shift by up to ``translate`` of each side within the same canvas (``RandomAffine``,
+    the uncovered border in the mean colour: YOLO v1's "random scaling and translations of up to 20%"), random
+    horizontal flip, resize to image_size x image_size (if set), then ``SanitizeBoundingBoxes`` drops boxes under
+    1 px together with their labels, difficult and iscrowd flags. Region proposals (``proposals`` in the targets
+    dict, BoundingBoxes) move with the image; those under 1 px after the geometry are dropped. Evaluation: the
+    resize only (``DetectionDataModule.transform``), no box is dropped.
     """
     geometry: list[v2.Transform] = []
-    if train and (tuple(scale_range) != (1.0, 1.0) or translate > 0):
+    if tuple(scale_range) != (1.0, 1.0) or translate > 0:
         fill = tuple(round(255 * channel) for channel in mean)
         geometry.append(v2.RandomAffine(degrees=0, translate=(translate, translate), scale=scale_range, fill=fill))
-    if train and hflip:
+    if hflip:
         geometry.append(v2.RandomHorizontalFlip())
     if image_size:
         geometry.append(v2.Resize((image_size, image_size), antialias=True))
     to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
-    tail = [SanitizeTargets()] if train else [DropSmallProposals()]
-    return v2.Compose([*geometry, to_float, v2.Normalize(mean, std), *tail])
+    return v2.Compose([*geometry, to_float, v2.Normalize(mean, std), SanitizeTargets()])
 
 
 def sanitized_fields(inputs: tuple[Any, dict[str, Any]]) -> tuple[torch.Tensor, ...]:
@@ -411,10 +410,19 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             return self.split_off_validation(self.listed("train") or [])[1]
         return listed or []
 
+    @property
+    def spec(self) -> DataSpec:
+        size = self.hparams.image_size
+        return self.image_spec("detection", size, "resize" if size else "keep", self.hparams.proposals)
+
     def transform(self, train: bool) -> Callable:
+        """The joint training transform of image and boxes, or the evaluation one (``spec.preprocess()``, then the
+        proposals that the resize squashed below a pixel dropped)."""
         hp = self.hparams
+        if not train:
+            return v2.Compose([self.spec.preprocess(), DropSmallProposals()])
         return detection_transform(
-            train, hp.image_size, hp.hflip, tuple(hp.scale_range), tuple(hp.mean), tuple(hp.std), hp.translate
+            hp.image_size, hp.hflip, tuple(hp.scale_range), tuple(hp.mean), tuple(hp.std), hp.translate
         )
 
     def split_location(self, split: str) -> Path:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
@@ -14,6 +18,44 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".t
 
 class DataError(ValueError):
     """A problem with the user's data: the message names the file or folder and says what to do."""
+
+
+# The structural problems ``check()`` is listing; None while a run sets up its data, which stops at the first one.
+_listed_problems: ContextVar[list[str] | None] = ContextVar("listed_problems", default=None)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@contextmanager
+def listing_problems() -> Iterator[list[str]]:
+    """Inside, :func:`report` adds each structural problem (an empty class folder, a missing mask, an unparsable
+    annotation file) to the list it yields and the listing goes on past it, so ``check()`` finds every one."""
+    problems: list[str] = []
+    token = _listed_problems.set(problems)
+    try:
+        yield problems
+    finally:
+        _listed_problems.reset(token)
+
+
+def report(error: DataError) -> None:
+    """Raise ``error`` (a run stops at the first structural problem), or, inside :func:`listing_problems`, list it
+    and return so the caller leaves the bad item out and goes on."""
+    problems = _listed_problems.get()
+    if problems is None:
+        raise error
+    problems.append(str(error))
+
+
+def readable(items: Iterable[Item], read: Callable[[Item], Result]) -> list[Result]:
+    """``read(item)`` of every item; an item whose read raises DataError is reported (:func:`report`) and left out."""
+    results = []
+    for item in items:
+        try:
+            results.append(read(item))
+        except DataError as error:
+            report(error)
+    return results
 
 
 def is_image_file(name: str) -> bool:
@@ -34,22 +76,34 @@ def list_class_folders(split_dir: Path) -> list[str]:
 
 
 def list_labelled_images(split_dir: Path, class_names: list[str]) -> list[tuple[str, int]]:
-    """(path, class index) for every image under split_dir/<class>/, recursively, in sorted order."""
-    found = list_class_folders(split_dir)
+    """(path, class index) for every image under split_dir/<class>/, recursively, in sorted order.
+
+    Problems are reported (:func:`report`): while ``check()`` lists them, the images of the class folders that are
+    there and hold images are still listed.
+    """
+    try:
+        found = list_class_folders(split_dir)
+    except DataError as error:
+        report(error)
+        return []
     if found != class_names:
         missing = sorted(set(class_names) - set(found))
         extra = sorted(set(found) - set(class_names))
-        raise DataError(
-            f"{split_dir} has different class folders from the training split: missing {missing}, "
-            f"extra {extra}. Every split must hold the same class folders."
+        report(
+            DataError(
+                f"{split_dir} has different class folders from the training split: missing {missing}, "
+                f"extra {extra}. Every split must hold the same class folders."
+            )
         )
     samples = []
     for index, name in enumerate(class_names):
-        files = list_images(split_dir / name)
-        if not files:
-            raise DataError(
-                f"class folder {split_dir / name} holds no images (extensions: {', '.join(IMAGE_EXTENSIONS)}). "
-                "Add images or remove the folder."
+        files = list_images(split_dir / name) if name in found else []
+        if name in found and not files:
+            report(
+                DataError(
+                    f"class folder {split_dir / name} holds no images (extensions: {', '.join(IMAGE_EXTENSIONS)}). "
+                    "Add images or remove the folder."
+                )
             )
         samples.extend((path, index) for path in files)
     return samples

@@ -22,8 +22,10 @@ from lit_models.datamodules.files import (
     list_labelled_images,
     list_predict_images,
     load_rgb,
+    report,
 )
 from lit_models.datamodules.sources import mnist5k
+from lit_models.datamodules.spec import DataSpec
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Preset, classification_transform
 
 
@@ -127,7 +129,15 @@ class ImageFolderDataModule(FileDataModule):
         if self.embedded and not self.predict_only:
             mnist5k.export_mnist5k(self.root)
 
+    @property
+    def spec(self) -> DataSpec:
+        hp = self.hparams
+        return self.image_spec("classification", hp.image_size, "center_crop" if hp.preset == "imagenet" else "resize")
+
     def transform(self, train: bool, crops: int = 1) -> Callable:
+        """The training transform, the evaluation one (``spec.preprocess()``), or the ten crops of ``test``."""
+        if not train and crops == 1:
+            return self.spec.preprocess()
         hp = self.hparams
         return classification_transform(
             hp.preset,
@@ -184,10 +194,13 @@ class ImageFolderDataModule(FileDataModule):
         for label in range(self.num_classes):
             members = np.flatnonzero(labels == label)
             if len(members) < 2:
-                raise DataError(
-                    f"class {self.class_names[label]!r} has {len(members)} training image(s); a validation split "
-                    f"needs at least 2. Add images or provide {self.root / 'val'}."
+                report(
+                    DataError(
+                        f"class {self.class_names[label]!r} has {len(members)} training image(s); a validation "
+                        f"split needs at least 2. Add images or provide {self.root / 'val'}."
+                    )
                 )
+                continue
             count = max(1, round(len(members) * self.hparams.val_fraction))
             held_out.extend(rng.choice(members, size=count, replace=False).tolist())
         held_out_set = set(held_out)

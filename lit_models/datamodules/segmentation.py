@@ -20,8 +20,9 @@ from lit_models.datamodules.base import (
     collate_metadata,
     default_cache_dir,
 )
-from lit_models.datamodules.files import IMAGE_EXTENSIONS, DataError, list_images, load_rgb
+from lit_models.datamodules.files import IMAGE_EXTENSIONS, DataError, list_images, load_rgb, readable, report
 from lit_models.datamodules.sources import shapes
+from lit_models.datamodules.spec import DataSpec
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transform
 from lit_models.datamodules.voc_layout import VOC_CLASS_NAMES, read_class_names, read_voc_list
 
@@ -131,20 +132,23 @@ def voc_split(root: Path, split: str, with_masks: bool) -> list[Sample] | None:
 
 
 def folder_split(root: Path, split: str, with_masks: bool) -> list[Sample] | None:
-    """root/<split>/images/* paired with root/<split>/masks/<same relative path>.png; None without the folder."""
+    """root/<split>/images/* paired with root/<split>/masks/<same relative path>.png; None without the folder. An
+    image without its mask is reported (``files.report``): while ``check()`` lists problems, it is left out."""
     images_dir = root / split / "images"
     if not images_dir.is_dir():
         return None
-    samples = []
-    for image in list_images(images_dir):
+    images = list_images(images_dir)
+    if not images:
+        report(DataError(f"{images_dir} holds no image files ({', '.join(IMAGE_EXTENSIONS)})."))
+
+    def sample(image: str) -> Sample:
         name = str(Path(image).relative_to(images_dir).with_suffix(""))
         mask = root / split / "masks" / f"{name}.png"
         if with_masks and not mask.is_file():
             raise DataError(f"image {image} has no mask: {mask} does not exist. Add the mask or remove the image.")
-        samples.append((image, str(mask) if with_masks else None, name))
-    if not samples:
-        raise DataError(f"{images_dir} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
-    return samples
+        return image, str(mask) if with_masks else None, name
+
+    return readable(images, sample)
 
 
 class SegmentationDataModule(AnnotatedImagesDataModule):
@@ -226,10 +230,18 @@ class SegmentationDataModule(AnnotatedImagesDataModule):
         self.num_classes = len(self.class_names)
         self.collate_fn = collate_segmentation
 
+    @property
+    def spec(self) -> DataSpec:
+        # Evaluation reads whole images; the training crop is the typical input (for export and summaries).
+        return self.image_spec("segmentation", self.hparams.crop_size, "keep")
+
     def transform(self, train: bool) -> Callable:
+        """The joint training transform of image and mask, or the evaluation one (``spec.preprocess()``)."""
+        if not train:
+            return self.spec.preprocess()
         hp = self.hparams
         return segmentation_transform(
-            train, hp.crop_size, hp.base_size, tuple(hp.scale_range), hp.hflip, tuple(hp.mean), tuple(hp.std)
+            hp.crop_size, hp.base_size, tuple(hp.scale_range), hp.hflip, tuple(hp.mean), tuple(hp.std)
         )
 
     def split_location(self, split: str) -> Path:

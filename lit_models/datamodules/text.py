@@ -15,7 +15,6 @@ number of batches. The tokens after the last whole stream (fewer than the number
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections import Counter
@@ -24,15 +23,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lit_models.datamodules.base import default_cache_dir
+from lit_models.datamodules.base import SplitDataModule, default_cache_dir
 from lit_models.datamodules.files import DataError
-from lit_models.datamodules.loaders import split_batch_size, split_loader
 from lit_models.datamodules.sources import pydoc_topics
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
+from lit_models.datamodules.spec import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +161,7 @@ def replica() -> tuple[int, int]:
     return 0, 1
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Character- or word-level language modelling on a UTF-8 file or folder, or the embedded pydoc topics.
 
     The text is split by position: the first ``splits[0]`` of its tokens train, the next ``splits[1]`` validate,
@@ -234,22 +232,23 @@ class TextDataModule(pl.LightningDataModule):
         self.unknown_counts: dict[str, int] = {}
 
     @classmethod
-    def for_prediction(cls, hparams: dict[str, Any], inputs: Any, class_names: list[str]) -> TextDataModule:
-        """This DataModule with a training run's saved arguments and the checkpoint's vocabulary, serving
-        ``inputs`` as prompts to ``predict`` without the training text (which need not exist here).
-
-        ``inputs``: prompt strings, or text files whose non-empty lines are prompts (a string naming an existing
-        file is read as one).
-        """
+    def prediction_arguments(cls, inputs: Any) -> dict[str, Any]:
+        """``inputs``: prompt strings, or text files whose non-empty lines are prompts (a string naming an existing
+        file is read as one); no training text (which need not exist here)."""
+        items = [] if inputs is None else [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
         prompts = []
-        for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs):
+        for item in items:
             path = Path(str(item)).expanduser()
             prompts.extend([line for line in read_text(path).splitlines() if line] if path.is_file() else [str(item)])
-        accepted = inspect.signature(cls).parameters
-        args = {name: value for name, value in hparams.items() if name in accepted}
-        data = cls(**{**args, "path": None, "prompts": prompts, "num_workers": 0})
-        data.__dict__["vocabulary"] = Vocabulary(list(class_names))  # the trained one, not the embedded text's
-        return data
+        return {"path": None, "prompts": prompts}
+
+    def use_class_names(self, class_names: list[str]) -> None:
+        self.__dict__["vocabulary"] = Vocabulary(class_names)  # the trained one, not the embedded text's
+
+    @property
+    def spec(self) -> DataSpec:
+        hp = self.hparams
+        return DataSpec("language_model", "tokens", self.class_names, seq_len=hp.seq_len, level=hp.level)
 
     @cached_property
     def text(self) -> str:
@@ -274,7 +273,7 @@ class TextDataModule(pl.LightningDataModule):
         return len(self.vocabulary.tokens)
 
     def prepare_data(self) -> None:
-        if self.embedded:
+        if self.embedded and not self.predict_only:
             pydoc_topics.export_topics(self.root)
 
     def setup(self, stage: str) -> None:
@@ -321,26 +320,10 @@ class TextDataModule(pl.LightningDataModule):
             )
         return TokenStreams(ids, batch_size, self.hparams.seq_len, rank, world_size)
 
-    def loader(self, split: str) -> DataLoader:
-        hp = self.hparams
+    def split_dataset(self, split: str, batch_size: int) -> TokenStreams:
         if not self.ids:
             raise DataError("call setup() before asking for a dataloader (a Trainer does this itself).")
-        train = split == "train"
-        return split_loader(
-            self.streams(split, split_batch_size(hp, train)),
-            train=train,
-            batch_size=None,  # items are whole batches
-            num_workers=hp.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.streams(split, batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         batches = [{"prompt": torch.tensor([self.encode(p)], dtype=torch.int64), "text": p} for p in self.prompts]
@@ -362,19 +345,9 @@ class TextDataModule(pl.LightningDataModule):
         return ids.tolist()
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:
-        """The text of token ids ("<eos>" becomes a line break at word level)."""
+        """The text of token ids ("<eos>" becomes a line break at word level: ``DataSpec.decode``)."""
         ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        tokens = self.vocabulary.tokens
-        bad = [i for i in ids if not 0 <= i < len(tokens)]
+        bad = [i for i in ids if not 0 <= i < self.num_classes]
         if bad:
-            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary (0..{len(tokens) - 1}).")
-        if self.hparams.level == "char":
-            return "".join(tokens[i] for i in ids)
-        lines, line = [], []
-        for i in ids:
-            if tokens[i] == EOS:
-                lines.append(" ".join(line))
-                line = []
-            else:
-                line.append(tokens[i])
-        return "\n".join([*lines, " ".join(line)])
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary (0..{self.num_classes - 1}).")
+        return self.spec.decode(ids)

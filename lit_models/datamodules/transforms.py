@@ -62,6 +62,8 @@ def classification_transform(
     """
     if preset not in ("imagenet", "small"):
         raise ValueError(f"preset must be 'imagenet' or 'small', got {preset!r}")
+    if not train and crops == 1:
+        return evaluation_transform("center_crop" if preset == "imagenet" else "resize", image_size, mean, std)
     if preset == "imagenet":
         if train:
             geometry = [v2.RandomResizedCrop(image_size, antialias=True)]
@@ -88,6 +90,25 @@ def classification_transform(
     )  # fmt: skip
 
 
+def evaluation_transform(
+    resize: str, image_size: int | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+) -> v2.Compose:
+    """PIL image or C x H x W uint8 -> the normalised float image an evaluation batch holds (one crop).
+
+    ``resize``: "center_crop" (shorter side to image_size x 256/224, then the central square: the single-crop
+    protocol of torchvision's published numbers), "resize" (to image_size x image_size), "keep" (own size).
+    """
+    if resize not in ("center_crop", "resize", "keep"):
+        raise ValueError(f"resize must be 'center_crop', 'resize' or 'keep', got {resize!r}")
+    geometry: list[v2.Transform] = []
+    if resize == "center_crop":
+        geometry = [v2.Resize(round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size)]
+    elif resize == "resize" and image_size:
+        geometry = [v2.Resize((image_size, image_size), antialias=True)]
+    normalise = [v2.Normalize(mean, std)] if mean is not None and std is not None else []
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *normalise])
+
+
 class StackCrops(torch.nn.Module):
     """TenCrop's tuple of crops -> one tensor crops x 3 x H x W."""
 
@@ -96,7 +117,6 @@ class StackCrops(torch.nn.Module):
 
 
 def segmentation_transform(
-    train: bool,
     crop_size: int | None,
     base_size: int | None,
     scale_range: tuple[float, float] = (0.5, 2.0),
@@ -104,22 +124,22 @@ def segmentation_transform(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
 ) -> v2.Compose:
-    """Joint transform of (tv_tensors.Image uint8, tv_tensors.Mask) -> (normalised float image, mask).
+    """Joint training transform of (tv_tensors.Image uint8, tv_tensors.Mask) -> (normalised float image, mask).
 
     Geometry applies to both with the same random parameters; masks are always resized with nearest neighbour
-    (torchvision's Mask kernels), so no pixel gets a class that is a blend of two. Training: rescale so the
-    longer side is base_size x s (s uniform in scale_range; torchvision's ScaleJitter), a random crop_size crop
-    (padded with the mean colour and void where the image is smaller), horizontal flip. Evaluation: the whole
-    image, unchanged. Called with an image only (prediction), it transforms the image alone.
+    (torchvision's Mask kernels), so no pixel gets a class that is a blend of two: rescale so the longer side is
+    base_size x s (s uniform in scale_range; torchvision's ScaleJitter), a random crop_size crop (padded with the
+    mean colour and void where the image is smaller), horizontal flip. Evaluation takes the whole image
+    (``evaluation_transform("keep", ...)``).
     """
     geometry: list[v2.Transform] = []
-    if train and base_size:
+    if base_size:
         geometry.append(v2.ScaleJitter((base_size, base_size), scale_range, antialias=True))
-    if train and crop_size:
+    if crop_size:
         mean_pixel = tuple(round(255 * m) for m in mean)
         fill = {tv_tensors.Image: mean_pixel, tv_tensors.Mask: 255}
         geometry.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
-    if train and hflip:
+    if hflip:
         geometry.append(v2.RandomHorizontalFlip())
     to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
     return v2.Compose([*geometry, to_float, v2.Normalize(mean, std)])

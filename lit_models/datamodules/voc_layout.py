@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lit_models.datamodules.files import DataError
+from lit_models.datamodules.files import DataError, readable, report
 
 VOC_CLASS_NAMES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -57,16 +57,18 @@ def read_voc_list(
     """(JPEG, annotation file or None, id) for each id of a split list, every file checked; None without the list.
 
     Annotations are ``root/<annotation_dir>/<id><annotation_suffix>`` (SegmentationClass/.png, Annotations/.xml).
-    Only the first column counts: class lists (aeroplane_train.txt) carry a second one.
+    Only the first column counts: class lists (aeroplane_train.txt) carry a second one. A line naming a missing
+    file is reported (``files.report``): while ``check()`` lists problems, it is left out.
     """
     if not listing.is_file():
         return None
-    entries = []
-    for line_number, line in enumerate(listing.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        image_id = fields[0]
+    numbered = enumerate(listing.read_text().splitlines(), 1)
+    lines = [(number, line.split()[0]) for number, line in numbered if line.split()]
+    if not lines:
+        report(DataError(f"{listing} lists no images."))
+
+    def entry(line: tuple[int, str]) -> tuple[str, str | None, str]:
+        line_number, image_id = line
         image = root / "JPEGImages" / f"{image_id}.jpg"
         annotation = root / annotation_dir / f"{image_id}{annotation_suffix}"
         for path in (image, annotation) if annotated else (image,):
@@ -75,7 +77,6 @@ def read_voc_list(
                     f"{listing} line {line_number} names {image_id!r}, but {path} does not exist. "
                     "Restore the file or remove the line."
                 )
-        entries.append((str(image), str(annotation) if annotated else None, image_id))
-    if not entries:
-        raise DataError(f"{listing} lists no images.")
-    return entries
+        return str(image), str(annotation) if annotated else None, image_id
+
+    return readable(lines, entry)

@@ -11,12 +11,14 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.utils import draw_bounding_boxes
 
-from lit_models.callbacks import CLASS_COLOURS, DetectionWriter
+from lit_models.datamodules.spec import DataSpec
+from lit_models.drawing import DRAW_SCORE, displayable, draw_boxes, side_by_side
 from lit_models.metrics import evaluation_targets, gather_images, mean_average_precision, voc07_average_precision
-from lit_models.pictures import Sample, displayable, image_statistics, side_by_side
-from lit_models.task import TaskModule
+from lit_models.pictures import Sample
+from lit_models.predictions import BoxPrediction
+from lit_models.task import TaskModule, input_names
+from lit_models.writers import DetectionWriter
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ class Detector(TaskModule, ABC):
     prediction_writer = DetectionWriter
     target = "target"
     uses_proposals = False
+    # The lowest score drawn on pictures: the training samples and ``predict``'s images (``--draw_score``).
+    draw_score = DRAW_SCORE
+    graph_description = "images -> the trunk's feature map (proposals, RoI pooling, heads and NMS stay in PyTorch)"
 
     def __init__(
         self,
@@ -93,9 +98,9 @@ class Detector(TaskModule, ABC):
             )
         return super().data_arguments(model_args, data_args)
 
-    def check_data(self, datamodule: Any) -> None:
-        super().check_data(datamodule)
-        if self.uses_proposals and not getattr(datamodule.hparams, "proposals", None):
+    def check_data(self, spec: DataSpec) -> None:
+        super().check_data(spec)
+        if self.uses_proposals and not spec.proposals:
             raise ValueError(
                 f"{type(self).__name__} classifies region proposals, but data.proposals is null: set "
                 "--data.proposals fast (selective search's fast mode, the paper's) or quality. They are computed once, "
@@ -176,14 +181,13 @@ class Detector(TaskModule, ABC):
         self.test_class_ap.reset()
 
     @torch.no_grad()
-    def show(self, batch: Any, count: int, min_score: float = 0.3, most: int = 10) -> list[Sample]:
-        """Each image twice: the true boxes on the left, the detections on the right (class name and score, one
-        colour per class).
+    def show(self, batch: Any, count: int, most: int = 10) -> list[Sample]:
+        """Each image twice: the true boxes on the left, the detections scoring at least ``draw_score`` on the right
+        (class name and score, one colour per class).
 
         Args:
             batch: An evaluation batch.
             count: Images wanted.
-            min_score: Lowest score of a detection drawn.
             most: Most detections drawn per image, the highest scoring.
         """
         images, targets = self.split(batch)
@@ -191,55 +195,40 @@ class Detector(TaskModule, ABC):
         proposals = self.proposals(batch)
         found = self(images, proposals[:count] if proposals is not None else None)
         names = self.display_names
-        mean, std = image_statistics(self)
         shown = []
-        for index, (image, detections) in enumerate(zip(images, found, strict=True)):
-            picture = displayable(image[None], mean, std)[0]
-            keep = (detections["scores"] >= min_score).nonzero().flatten()[:most]  # scores come sorted
-            drawn = boxes_drawn(picture, detections["boxes"][keep], detections["labels"][keep], names,
-                                detections["scores"][keep])  # fmt: skip
+        for index, (picture, detections) in enumerate(zip(displayable(images, *self.image_statistics()), found,
+                                                          strict=True)):  # fmt: skip
+            drawn = draw_boxes(picture, detections["boxes"], detections["labels"], names, detections["scores"],
+                               self.draw_score, most, width=1)  # fmt: skip
+            kept = int((detections["scores"][:most] >= self.draw_score).sum())
             if targets is None:
-                shown.append(Sample(image=drawn, caption=f"{len(keep)} detection(s) >= {min_score}"))
+                shown.append(Sample(image=drawn, caption=f"{kept} detection(s) >= {self.draw_score}"))
                 continue
-            truth = boxes_drawn(picture, targets[index]["boxes"], targets[index]["labels"], names)
-            caption = f"truth | predicted (score >= {min_score})"
+            truth = draw_boxes(picture, targets[index]["boxes"], targets[index]["labels"], names, width=1)
+            caption = f"truth | predicted (score >= {self.draw_score})"
             shown.append(Sample(image=side_by_side(truth, drawn), caption=caption))
         return shown
 
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: Any, batch_idx: int) -> list[BoxPrediction]:
         images, _ = self.split(batch)
         meta = batch if isinstance(batch, Mapping) else {}
         detections = self.detect(batch)
         originals = meta.get("orig_size") or [tuple(image.shape[-2:]) for image in images]
-        boxes = []
-        for image, found, (height, width) in zip(images, detections, originals, strict=True):
+        paths, names = input_names(batch, len(images), batch_idx)
+        records = []
+        for image, found, (height, width), path, name in zip(images, detections, originals, paths, names,
+                                                             strict=True):  # fmt: skip
             # Back from the model's input (resized by data.image_size) to the pixels of the image file.
             scale_x, scale_y = width / image.shape[-1], height / image.shape[-2]
-            boxes.append(found["boxes"].cpu() * torch.tensor([scale_x, scale_y, scale_x, scale_y]))
-        return {
-            "boxes": boxes,
-            "scores": [found["scores"].cpu() for found in detections],
-            "labels": [found["labels"].cpu() for found in detections],
-            "path": meta.get("path") or [""] * len(images),
-            "name": meta.get("name") or [str(batch_idx * len(images) + i) for i in range(len(images))],
-        }
+            labels = found["labels"].cpu()
+            records.append(BoxPrediction(
+                path=path, name=name, boxes=found["boxes"].cpu() * torch.tensor([scale_x, scale_y, scale_x, scale_y]),
+                scores=found["scores"].cpu(), labels=labels, names=[self.display_names[i] for i in labels.tolist()],
+            ))  # fmt: skip
+        return records
 
-    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
-        names = self.display_names
-        keys = ("path", "name", "boxes", "scores", "labels")
-        return [
-            {**dict(zip(keys, found, strict=True)), "names": [names[label] for label in found[-1].tolist()]}
-            for found in zip(*(prediction[key] for key in keys), strict=True)
-        ]
-
-
-def boxes_drawn(image: Tensor, boxes: Tensor, labels: Tensor, names: list[str], scores: Tensor | None = None) -> Tensor:
-    """3 x H x W uint8 with each box outlined in its class's colour, captioned by class name (and score)."""
-    if len(boxes) == 0:
-        return image
-    labels = labels.tolist()
-    captions = [names[label] for label in labels]
-    if scores is not None:
-        captions = [f"{caption} {score:.2f}" for caption, score in zip(captions, scores.tolist(), strict=True)]
-    colours = [CLASS_COLOURS[label % 256] for label in labels]
-    return draw_bounding_boxes(image, boxes.detach().float().cpu(), labels=captions, colors=colours, width=1)
+    def export_graph(self) -> tuple[nn.Module, Tensor, str]:
+        """The region detectors' trunk (or backbone) on images of the data's size: the rest is data-dependent."""
+        _, example, what = super().export_graph()
+        trunk = getattr(self.net, "trunk", None)
+        return (self.net.backbone if trunk is None else trunk), example, what

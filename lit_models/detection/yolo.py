@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
+from lit_models.datamodules.spec import DataSpec
 from lit_models.detection.base import Detector
 from lit_models.nets.yolo import YOLOv1Net
 
@@ -32,10 +36,16 @@ class YOLOv1(Detector):
         check_input_size(model_args["image_size"], data_args["image_size"])
         return found
 
-    def check_data(self, datamodule: Any) -> None:
-        super().check_data(datamodule)
-        if "image_size" in datamodule.hparams:
-            check_input_size(self.net.image_size, datamodule.hparams["image_size"])
+    def check_data(self, spec: DataSpec) -> None:
+        super().check_data(spec)
+        check_input_size(self.net.image_size, spec.image_size)
+
+    graph_description = "images -> raw grid N x S x S x (5B + C); decode with lit_models.nets.yolo.decode"
+
+    def export_graph(self) -> tuple[nn.Module, Tensor, str]:
+        """The whole network on images of its input size; the decoding (thresholds, NMS) stays in PyTorch."""
+        side = self.net.image_size
+        return self.net, torch.randn(2, 3, side, side), self.graph_description
 
 
 def check_input_size(model_size: int, data_size: int | None) -> None:

@@ -132,9 +132,18 @@ class FasterRCNNNet(FasterRCNN):
             self.roi_heads.box_roi_pool = RoIMaxPool(1.0 / trunk.stride)
 
     def loss(self, images: Tensor | list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
-        """RPN objectness + box regression and Fast R-CNN classification + box regression losses (train mode)."""
+        """RPN objectness + box regression and Fast R-CNN classification + box regression losses, whatever mode the
+        net is in: torchvision's detector, RPN and RoI heads return losses only when their ``training`` flag is set,
+        so those three flags are set for this call (the backbone keeps its mode: BN statistics, dropout)."""
         boxes = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        return self(list(images), boxes)
+        switched = [(module, module.training) for module in (self, self.rpn, self.roi_heads)]
+        for module, _ in switched:
+            module.training = True
+        try:
+            return self(list(images), boxes)
+        finally:
+            for module, training in switched:
+                module.training = training
 
     def predict(self, images: Tensor | list[Tensor]) -> list[dict[str, Tensor]]:
         """Per image: boxes (xyxy, input pixels), scores and labels (1..K) after per-class NMS."""

@@ -25,11 +25,13 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lit_models.datamodules.spec import DataSpec
 from lit_models.metrics import sequence_metrics
 from lit_models.nets.sequence import SequenceNet, SequenceOutput, detach_state
 from lit_models.pictures import Sample
-from lit_models.sequence.writer import SequenceWriter
+from lit_models.predictions import ClassPrediction, Prediction, TextPrediction, ValuesPrediction
 from lit_models.task import TaskModule
+from lit_models.writers import SequenceWriter
 
 Task = Literal["classification", "language_model", "regression"]
 TASKS = ("classification", "language_model", "regression")
@@ -122,27 +124,41 @@ class SequenceModule(TaskModule):
         )
         self.monitor, self.monitor_mode = MONITORS[task]
 
-    def check_data(self, datamodule: Any) -> None:
-        super().check_data(datamodule)
-        wanted = (getattr(datamodule, "task", None), getattr(datamodule, "input_size", None))
-        if self.net is not None and wanted[0] is not None and wanted != (self.task, self.input_size):
+    def use_data(self, spec: DataSpec) -> None:
+        """As every family does, after building the net for the data's task and input where none was given."""
+        if self.net is None:
+            if spec.inputs == "images":
+                raise ValueError(
+                    f"{type(self).__name__} reads sequences, but the data serves images: use a sequence DataModule "
+                    "(ArrayDataModule, MNIST1DDataModule, AddingProblemDataModule, TextDataModule)."
+                )
+            self.build(spec.task, spec.input_size)
+        super().use_data(spec)
+
+    def check_data(self, spec: DataSpec) -> None:
+        super().check_data(spec)
+        if (spec.task, spec.input_size) != (self.task, self.input_size):
             raise ValueError(
                 f"{type(self).__name__} was built for task {self.task!r} with input_size {self.input_size}, but "
-                f"{type(datamodule).__name__} serves task {wanted[0]!r} with input_size {wanted[1]}: make them agree "
+                f"the data serves task {spec.task!r} with input_size {spec.input_size}: make them agree "
                 "(or leave the model's task and input_size out of the config to take the data's)."
             )
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        data = getattr(self.trainer, "datamodule", None)
-        if self.net is None:
-            task, input_size = getattr(data, "task", None), getattr(data, "input_size", None)
-            if task is None:
-                raise ValueError(
-                    f"{type(self).__name__} was built without a task, and the data ({type(data).__name__}) names "
-                    "none: pass --model.init_args.task and input_size, or use a sequence DataModule."
-                )
-            self.build(task, input_size)
+    def set_generation(self, temperature: float | None = None, generate_length: int | None = None) -> None:
+        """Change how a language model samples text for this run (None keeps the setting)."""
+        if self.task != "language_model":
+            super().set_generation(temperature=temperature, generate_length=generate_length)
+        if temperature is not None:
+            self.temperature = temperature
+        if generate_length is not None:
+            self.generate_length = generate_length
+
+    def export_graph(self) -> tuple[nn.Module, Tensor, str]:
+        """The net over whole sequences (no carried state)."""
+        net, example, _ = super().export_graph()
+        if self.task == "language_model":
+            return net, example, "token ids N x T -> next-token scores N x T x V"
+        return net, example, f"features N x T x {self.input_size} -> outputs N x K"
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None, state: Any = None) -> SequenceOutput:
         return self.net(inputs, lengths, state)
@@ -216,8 +232,7 @@ class SequenceModule(TaskModule):
         lengths = lengths[:count].tolist() if lengths is not None else [inputs.shape[1]] * len(inputs)
         names = self.display_names
         if self.task == "language_model":
-            data = getattr(self._trainer, "datamodule", None)
-            decode = getattr(data, "decode", None) or (lambda ids: "".join(names[i] for i in ids))
+            decode = self.decode
             devices = [self.device] if self.device.type == "cuda" else []
             shown = []
             with torch.random.fork_rng(devices=devices):
@@ -245,31 +260,32 @@ class SequenceModule(TaskModule):
 
     # ------------------------------------------------------------------------------------------ prediction
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[Prediction]:
         if self.task == "language_model":
             prompt = batch["prompt"]  # 1 x P token ids
-            return {"prompt": batch["text"], "generated": self.generate(prompt, self.generate_length).tolist()}
+            generated = self.decode(self.generate(prompt, self.generate_length).tolist())
+            return [TextPrediction(name=str(batch_idx), prompt=batch["text"], generated=generated)]
         outputs = self.net(batch["inputs"], batch.get("lengths")).outputs
-        found = {"index": batch["index"].tolist() if "index" in batch else None}
-        if self.task == "regression":
-            return {**found, "values": outputs.cpu()}
-        probs = torch.softmax(outputs, dim=1)
-        top_probs, top_indices = probs.topk(min(5, self.num_classes), dim=1)
-        return {**found, "indices": top_indices.cpu(), "probs": top_probs.cpu()}
-
-    def prediction_results(self, prediction: dict[str, Any], data: Any = None) -> list[dict[str, Any]]:
-        if self.task == "language_model":
-            decode = getattr(data, "decode", None) or (lambda ids: "".join(self.display_names[i] for i in ids))
-            return [{"prompt": prediction["prompt"], "generated": decode(prediction["generated"])}]
-        scores = prediction["values" if self.task == "regression" else "probs"]
-        indices = prediction["index"] or [None] * len(scores)
-        if self.task == "regression":
-            return [{"index": index, "values": values} for index, values in zip(indices, scores.tolist(), strict=True)]
+        count = len(outputs)
+        indices = batch["index"].tolist() if "index" in batch else range(batch_idx * count, (batch_idx + 1) * count)
         names = self.display_names
+        if self.task == "regression":
+            values = outputs.tolist()
+            return [
+                ValuesPrediction(name=str(i), index=i, values=v, targets=names)
+                for i, v in zip(indices, values, strict=True)
+            ]
+        top_probs, top_indices = torch.softmax(outputs, dim=1).topk(min(5, self.num_classes), dim=1)
         return [
-            {"index": index, "classes": [names[i] for i in top], "indices": top, "probs": probs}
-            for index, top, probs in zip(indices, prediction["indices"].tolist(), scores.tolist(), strict=True)
+            ClassPrediction(name=str(i), index=i, classes=[names[k] for k in top], indices=top, probs=probs)
+            for i, top, probs in zip(indices, top_indices.tolist(), top_probs.tolist(), strict=True)
         ]
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of a language model's token ids, by the data's vocabulary."""
+        if self.data_spec is not None:
+            return self.data_spec.decode(ids)
+        return "".join(self.display_names[i] for i in ids)
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, length: int, temperature: float | None = None) -> Tensor:

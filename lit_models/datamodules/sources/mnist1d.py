@@ -21,6 +21,7 @@ import numpy as np
 from lit_models.datamodules.sources.export import export_once
 
 CLASS_NAMES = [str(digit) for digit in range(10)]
+LENGTH = 40  # steps of every sequence (get_dataset_args' template, padding and output length)
 FILE_NAME = "mnist1d.npz"
 
 

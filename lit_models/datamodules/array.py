@@ -1,13 +1,13 @@
-"""Sequence DataModules: labelled arrays (NPZ/CSV), MNIST-1D, the adding problem, and text (``text.py``).
+"""Labelled sequences from NPZ or CSV files (``ArrayDataModule``), and what every sequence-array DataModule shares.
 
-Every sequence DataModule knows, right after ``__init__``, its ``task`` ("classification", "regression" or
-"language_model"), ``num_classes`` (classes; regression targets; vocabulary size), ``class_names`` (class names;
-target names; vocabulary tokens in id order) and ``input_size`` (features per step; None for token ids). Batches
-of float sequences are dicts::
+Every sequence-array DataModule (this one, ``mnist1d.py``, ``adding.py``) knows, right after ``__init__``, its
+``task`` ("classification" or "regression"), ``num_classes`` (classes; regression targets), ``class_names`` (class
+names; target names) and ``input_size`` (features per step). Batches are dicts::
 
     inputs   N x T x input_size float32, zero after each sequence's length
     lengths  N int64, valid steps per sequence
     target   N int64 class indices (classification) | N x num_classes float32 (regression)
+    index    N int64, each sequence's position in its split (names it in predictions)
 
 Files are read and checked in the main process (in ``setup``, or at the first look at ``num_classes`` when the
 file decides it), so a bad value is an error naming the file and row, never a traceback from a worker.
@@ -15,36 +15,20 @@ file decides it), so a bad value is an error naming the file and row, never a tr
 
 from __future__ import annotations
 
-import logging
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from lit_models.datamodules.base import check_fractions, default_cache_dir
+from lit_models.datamodules.base import SplitDataModule, check_fractions
 from lit_models.datamodules.files import DataError
-from lit_models.datamodules.loaders import split_batch_size, split_loader
 from lit_models.datamodules.sequence_files import SequenceArrays, read_sequences, read_unlabelled
-from lit_models.datamodules.sources import mnist1d
-from lit_models.datamodules.sources.export import COMPLETE_MARKER
-from lit_models.datamodules.text import TextDataModule
-
-__all__ = [
-    "AddingProblemDataModule",
-    "ArrayDataModule",
-    "MNIST1DDataModule",
-    "SequenceDataModule",
-    "TextDataModule",
-    "collate_sequences",
-]
-
-log = logging.getLogger(__name__)
+from lit_models.datamodules.spec import DataSpec
 
 
 def collate_sequences(samples: list[tuple[torch.Tensor, torch.Tensor, int]]) -> dict[str, torch.Tensor]:
@@ -86,66 +70,47 @@ def hold_out(count: int, fraction: float, seed: int | None, source: str) -> tupl
     return np.setdiff1d(np.arange(count), val), val
 
 
-class SequenceDataModule(pl.LightningDataModule):
-    """Loaders over ``self.datasets[split]`` for padded sequence batches; subclasses fill the datasets in ``setup``.
+class SequenceArraysDataModule(SplitDataModule):
+    """Padded batches of float sequences (``collate_sequences``); ``predict`` serves the test split, else val.
 
-    Subclasses save the hyperparameters ``batch_size``, ``eval_batch_size`` and ``num_workers`` and fill
-    ``self.datasets`` ("train", "val", optionally "test"). ``predict`` serves the test split, else val.
+    Subclasses set ``task``, ``class_names``, ``input_size`` and ``seq_len`` (steps of every sequence, None where
+    they differ). A model trained on any of them predicts on sequence files: ``for_prediction`` gives an
+    :class:`ArrayDataModule`.
     """
 
     task: str
     input_size: int | None
+    seq_len: int | None
 
     def __init__(self) -> None:
         super().__init__()
-        self.datasets: dict[str, Dataset] = {}
+        self.collate_fn = collate_sequences
 
-    def missing_split(self, split: str) -> str:
-        return f"this data has no {split} split."
-
-    def loader(self, split: str, train: bool) -> DataLoader:
-        hp = self.hparams
-        if split not in self.datasets:
-            raise DataError(self.missing_split(split))
-        return split_loader(
-            self.datasets[split],
-            train=train,
-            batch_size=split_batch_size(hp, train),
-            num_workers=hp.num_workers,
-            trainer=self.trainer,
-            collate_fn=collate_sequences,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        split = "predict" if "predict" in self.datasets else "test" if "test" in self.datasets else "val"
-        return self.loader(split, train=False)
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(self.task, "features", self.class_names, input_size=self.input_size, seq_len=self.seq_len)
 
     @classmethod
     def for_prediction(cls, hparams: dict[str, Any], inputs: Any, class_names: list[str]) -> ArrayDataModule:
-        """Data for a model trained on any sequence arrays: an :class:`ArrayDataModule` that serves only
-        ``inputs`` (one NPZ of x, or a CSV of values only) to ``predict``, with the checkpoint's classes."""
-        files = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        """An :class:`ArrayDataModule` with this data's task and batch sizes that serves only ``inputs`` (one NPZ of
+        x, or a CSV of values only) to ``predict``, with the model's classes: generated data (MNIST-1D, the adding
+        problem) has no files of its own to predict on. Arguments as ``SplitDataModule.for_prediction``'s."""
+        if cls is ArrayDataModule:
+            return super().for_prediction(hparams, inputs, class_names)
+        # A CSV holds input_size values per step, which an ArrayDataModule's own arguments call features.
+        defaults = {"task": cls.task, "features": cls.input_size}
+        return ArrayDataModule.for_prediction({**defaults, **hparams}, inputs, class_names)
+
+    @classmethod
+    def prediction_arguments(cls, inputs: Any) -> dict[str, Any]:
+        """``inputs``: one NPZ file of x (and lengths) or a CSV of values only, as ``predict_path``."""
+        files = [inputs] if inputs is None or isinstance(inputs, (str, os.PathLike)) else list(inputs)
         if len(files) != 1:
             raise DataError(f"predict reads one NPZ or CSV file of sequences, got {len(files)} inputs: {files}")
-        return ArrayDataModule(
-            predict_path=str(files[0]),
-            task=hparams.get("task") or cls.task,
-            class_names=list(class_names),
-            features=hparams.get("features", 1),
-            batch_size=hparams.get("eval_batch_size") or hparams.get("batch_size", 64),
-        )
+        return {"path": None, "test_path": None, "predict_path": None if files[0] is None else str(files[0])}
 
 
-class InMemorySequenceDataModule(SequenceDataModule):
+class InMemorySequenceDataModule(SequenceArraysDataModule):
     """Sequences read whole into memory (``SequenceArrays``, from NPZ or CSV files): the base of ``ArrayDataModule``
     and ``MNIST1DDataModule``. Checks train/test agreement and holds validation out of train."""
 
@@ -222,6 +187,9 @@ class ArrayDataModule(InMemorySequenceDataModule):
             split_seed: Seed of the held-out validation sequences; None holds out the last ones.
             predict_path: Sequences for ``predict``, without labels: an .npz with x (and lengths) or a .csv of
                 values only; default: the test split, else val.
+
+        With neither ``path`` nor ``predict_path`` (but ``class_names``), it serves nothing: a model's data rebuilt
+        from its checkpoint (``from_checkpoint``), whose ``prediction_data`` serves files.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -230,7 +198,7 @@ class ArrayDataModule(InMemorySequenceDataModule):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         if label_columns < 1 or features < 1:
             raise ValueError(f"label_columns and features must be >= 1, got {label_columns} and {features}")
-        if path is None and predict_path is None:
+        if path is None and predict_path is None and not class_names:
             raise DataError(
                 "ArrayDataModule needs path (training sequences) or predict_path (sequences to predict on)."
             )
@@ -271,12 +239,27 @@ class ArrayDataModule(InMemorySequenceDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def use_class_names(self, class_names: list[str]) -> None:
+        self._class_names = class_names
+
     @property
-    def input_size(self) -> int:
-        return (self.train_arrays if self.path is not None else self.predict_arrays).input_size
+    def shape_arrays(self) -> SequenceArrays | None:
+        """The sequences that decide input_size and seq_len: the training file's, else predict_path's, else None."""
+        if self.path is not None:
+            return self.train_arrays
+        return self.predict_arrays if self.hparams.predict_path else None
+
+    @property
+    def input_size(self) -> int | None:
+        return self.shape_arrays.input_size if self.shape_arrays else None
+
+    @property
+    def seq_len(self) -> int | None:
+        lengths = {len(sequence) for sequence in self.shape_arrays.sequences} if self.shape_arrays else set()
+        return lengths.pop() if len(lengths) == 1 else None
 
     def missing_split(self, split: str) -> str:
-        return f"{self.path} has no {split} split: give test_path, or save x_test and y_test in the NPZ."
+        return f"give test_path, or save x_test and y_test in {self.path}."
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
@@ -293,146 +276,3 @@ class ArrayDataModule(InMemorySequenceDataModule):
             return
         test = self.read(hp.test_path) if hp.test_path else self.read(self.path, test=True)
         self.fill_datasets(self.train_arrays, test, hp.val_fraction, hp.split_seed)
-
-
-class MNIST1DDataModule(InMemorySequenceDataModule):
-    """MNIST-1D (Greydanus 2020): 10 classes of length-40 1-D digits, 4,000 train and 1,000 test, generated locally.
-
-    ``prepare_data`` generates the sequences once with the ``mnist1d`` package (its ``make_dataset``, never
-    the downloading ``get_dataset``) into ``root`` as an NPZ that ``setup`` reads like ``ArrayDataModule``.
-    Validation is the last ``val_fraction`` of the training sequences (shuffled by the generator), so test stays
-    the paper's 1,000. Reference test accuracy: logistic 32 %, MLP 68 %, CNN 94 %, GRU 91 %, human 96 %.
-    """
-
-    task = "classification"
-    input_size = 1
-
-    def __init__(
-        self,
-        root: str | None = None,
-        num_samples: int = 5000,
-        train_split: float = 0.8,
-        val_fraction: float = 0.1,
-        batch_size: int = 100,
-        seed: int = 42,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-    ) -> None:
-        """Configure the data.
-
-        Args:
-            root: Folder for the generated NPZ (default: $LIT_MODELS_CACHE/mnist1d or ~/.cache/lit_models/mnist1d).
-            num_samples: Sequences generated in all (500 per class by default).
-            train_split: Share of them for training; the rest is the test split.
-            val_fraction: Share of the training sequences (the last ones) held out for validation.
-            batch_size: Training batch size per device.
-            seed: The generator's seed (42 is the paper's dataset).
-            eval_batch_size: Validation/test/predict batch size per device (default: batch_size).
-            num_workers: DataLoader worker processes per device.
-        """
-        super().__init__()
-        self.save_hyperparameters()
-        check_fractions(val_fraction)
-        if not 0 < train_split < 1:
-            raise ValueError(f"train_split must be in (0, 1), got {train_split}")
-        base = Path(root).expanduser() if root else default_cache_dir() / "mnist1d"
-        self.root = mnist1d.export_folder(base, num_samples, train_split, seed)
-        self.class_names = list(mnist1d.CLASS_NAMES)
-        self.num_classes = len(self.class_names)
-
-    @property
-    def file(self) -> Path:
-        return self.root / mnist1d.FILE_NAME
-
-    def prepare_data(self) -> None:
-        hp = self.hparams
-        mnist1d.export_mnist1d(self.root, hp.num_samples, hp.train_split, hp.seed)
-
-    def setup(self, stage: str) -> None:
-        if self.datasets:
-            return
-        if not (self.root / COMPLETE_MARKER).exists():
-            raise DataError(
-                f"MNIST-1D is not generated in {self.root} yet: call prepare_data() before setup() "
-                "(a Trainer does this itself)."
-            )
-        train = read_sequences(self.file, "classification")
-        test = read_sequences(self.file, "classification", test=True)
-        self.fill_datasets(train, test, self.hparams.val_fraction, seed=None)
-
-
-SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
-
-
-class AddingProblemDataset(Dataset):
-    """Sample i drawn from a generator seeded by (seed, split, i): reproducible, and splits never share a sample."""
-
-    def __init__(self, length: int, size: int, seed: int, split: str) -> None:
-        self.length, self.size, self.seed, self.split = length, size, seed, SPLIT_STREAMS[split]
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        if not 0 <= index < self.size:
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, self.split, index])
-        steps = np.zeros((self.length, 2), dtype=np.float32)  # T x (value, marker)
-        steps[:, 0] = rng.random(self.length, dtype=np.float32)
-        half = self.length // 2
-        marked = [rng.integers(0, half), rng.integers(half, self.length)]  # one in each half
-        steps[marked, 1] = 1.0
-        target = steps[marked, 0].sum(keepdims=True)  # 1 (num_classes)
-        return torch.from_numpy(steps), torch.from_numpy(target), index
-
-
-class AddingProblemDataModule(SequenceDataModule):
-    """The adding problem (Hochreiter & Schmidhuber 1997) in Le et al. 2015's and Bai et al. 2018's form.
-
-    Each input is T x 2: channel 0 uniform in [0, 1], channel 1 a marker that is 1 at exactly two steps (one in
-    the first half, one in the second) and 0 elsewhere; the target (1 value, "sum") is the sum of the two marked
-    values. Always answering 1 (the mean) gives MSE 1/6 ≈ 0.167, the baseline a model must beat; Bai 2018 at
-    T=600: RNN 0.177, LSTM 0.164, GRU 5.3e-5. Samples are generated on the fly (no files), sample i of a split from
-    a generator seeded by (seed, split, i), so train, val and test are disjoint and every run sees the same data.
-    """
-
-    task = "regression"
-    input_size = 2
-    class_names = ["sum"]
-    num_classes = 1
-
-    def __init__(
-        self,
-        length: int = 200,
-        train_size: int = 100_000,
-        val_size: int = 1_000,
-        test_size: int = 1_000,
-        batch_size: int = 64,
-        seed: int = 0,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-    ) -> None:
-        """Configure the data.
-
-        Args:
-            length: Steps per sequence (T; 200 in the config, 600 in Bai 2018's table).
-            train_size: Training sequences per epoch.
-            val_size: Validation sequences.
-            test_size: Test sequences.
-            batch_size: Training batch size per device.
-            seed: Seed of every split's samples.
-            eval_batch_size: Validation/test/predict batch size per device (default: batch_size).
-            num_workers: DataLoader worker processes per device.
-        """
-        super().__init__()
-        self.save_hyperparameters()
-        if length < 2:
-            raise ValueError(f"length must be at least 2 (one marker in each half), got {length}")
-        if min(train_size, val_size, test_size) < 1:
-            raise ValueError(f"every split needs a sample, got {train_size}, {val_size}, {test_size}")
-        self.class_names = list(self.class_names)
-
-    def setup(self, stage: str) -> None:
-        hp = self.hparams
-        sizes = {"train": hp.train_size, "val": hp.val_size, "test": hp.test_size}
-        self.datasets = {split: AddingProblemDataset(hp.length, size, hp.seed, split) for split, size in sizes.items()}
