@@ -69,7 +69,6 @@ class TimedPictures(TrainingPictures):
 
 def run(plots: bool, epochs: int, save_dir: Path) -> tuple[list[float], TimedPictures | None]:
     args = ["--config", str(QUICKSTART), "--trainer.max_epochs", str(epochs),
-            "--model.init_args.lr_scheduler.init_args.T_max", str(epochs),
             "--trainer.logger.init_args.save_dir", str(save_dir), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.enable_checkpointing", "false"]  # fmt: skip
     cli = LitModelsCLI(args=args, run=False)

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import sys
 from typing import Any
 
 import torch
 from jsonargparse import Namespace
-from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -181,7 +182,7 @@ class LitModelsCLI(LightningCLI):
         for action in parser._actions:
             action.help = helps.get(action.dest, action.help)
         # Each family writes predictions its own way (a CSV of classes, mask images, ...): the writer class comes
-        # from the model (its ``prediction_writer``), these two arguments from the command line.
+        # from the model (its ``prediction_writer``), these arguments from the command line.
         parser.add_argument(
             "--prediction_writer.output",
             type=str | None,
@@ -194,6 +195,13 @@ class LitModelsCLI(LightningCLI):
             type=bool,
             default=False,
             help="predict: replace existing prediction files instead of stopping (also --overwrite)",
+        )
+        parser.add_argument(
+            "--prediction_writer.draw_score",
+            type=float | None,
+            default=None,
+            help="predict: detectors: the lowest score drawn on the images (also --draw_score); default: the "
+            "model's draw_score (0.3)",
         )
         parser.add_argument(
             "--plots",
@@ -304,8 +312,7 @@ class LitModelsCLI(LightningCLI):
         if writer is not None:
             options = self.config_init[self.subcommand]
             grid = {} if options["plots"] else {"grid": 0}  # the classification writer's picture grid
-            output, overwrite = options["prediction_writer"]["output"], options["prediction_writer"]["overwrite"]
-            self.trainer.callbacks.append(writer(output=output, overwrite=overwrite, **grid))
+            self.trainer.callbacks.append(writer(**options["prediction_writer"], **grid))
 
 
 def build_recipe(recipe: str, *overrides: str) -> LitModelsCLI:
@@ -316,6 +323,26 @@ def build_recipe(recipe: str, *overrides: str) -> LitModelsCLI:
         return LitModelsCLI(args=resolve_recipe_arguments(["--config", recipe, *overrides]), run=False)
     finally:
         sys.argv = argv
+
+
+def recipe(name: str, **overrides: dict[str, Any]) -> tuple[LightningModule, LightningDataModule, Trainer]:
+    """A recipe's model, DataModule and trainer, built as ``lit-models fit --config NAME`` builds them, for notebooks
+    and scripts: ``model, data, trainer = lit_models.recipe("quickstart", trainer={"max_epochs": 3},
+    data={"root": "photos/"})``, then ``trainer.fit(model, datamodule=data)``.
+
+    Args:
+        name: A packaged recipe (``quickstart``, ``classification/resnet18_digits``) or a YAML file.
+        overrides: Per group (``model``, ``data``, ``trainer``, ``seed_everything``), the settings to change, as
+            ``--group.key value`` would on the command line.
+    """
+    arguments = []
+    for group, settings in overrides.items():
+        items = settings.items() if isinstance(settings, dict) else [(None, settings)]
+        for key, value in items:
+            option = f"--{group}" if key is None else f"--{group}.{key}"
+            arguments += [option, value if isinstance(value, str) else json.dumps(value)]
+    cli = build_recipe(name, *arguments)
+    return cli.model, cli.datamodule, cli.trainer
 
 
 def show_package_logs() -> None:

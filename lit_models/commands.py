@@ -121,7 +121,8 @@ Two forms, told apart by --config (or --model):
   With a recipe, as `fit` builds it: the run's --ckpt_path (best and last find the newest run of the recipe),
   the recipe's data (--data.predict_dir DIR, else its test split, else val), written into that run's folder
   (a predict/ folder beside its checkpoints). `lit-models predict --config RECIPE --help` lists every option.
-  --output and --overwrite work in both forms, and so do --prediction_writer.output and .overwrite true.
+  --output, --overwrite and --draw_score work in both forms, and so do --prediction_writer.output, .overwrite true
+  and .draw_score.
 """
 
 
@@ -131,8 +132,8 @@ def lightning_predict_arguments(argv: list[str]) -> list[str]:
     spelled = []
     for index, arg in enumerate(argv):
         option, equals, value = arg.partition("=")
-        if option == "--output":
-            spelled.append(f"--prediction_writer.output{equals}{value}")
+        if option in ("--output", "--draw_score"):
+            spelled.append(f"--prediction_writer.{option[2:]}{equals}{value}")
         elif option == "--overwrite":
             following = argv[index + 1].lower() if index + 1 < len(argv) else ""
             bare = not equals and following not in ("true", "false")  # a flag, as in the checkpoint form
@@ -150,8 +151,8 @@ def checkpoint_predict_arguments(argv: list[str]) -> list[str]:
     spelled, words = [], iter(argv)
     for arg in words:
         option, equals, value = arg.partition("=")
-        if option == "--prediction_writer.output":
-            spelled.append(f"--output{equals}{value}")
+        if option in ("--prediction_writer.output", "--prediction_writer.draw_score"):
+            spelled.append(f"--{option.split('.')[1]}{equals}{value}")
         elif option == "--prediction_writer.overwrite":
             value = value if equals else next(words, "true")
             spelled += ["--overwrite"] if value.lower() == "true" else []

@@ -18,7 +18,7 @@ from lit_models.runs import recorded_best, run_versions
 NEXT_STEPS = """\
 Try next:
   lit-models predict --config quickstart --ckpt_path best --data.predict_dir YOUR_DIGITS/
-      labels your own images of digits (any folder, any depth) into predictions.csv in a new run folder
+      labels your own images of digits (any folder, any depth) into predictions.csv in the run's predict/ folder
   lit-models fit --config classification/resnet18_imagenet --data.root YOUR_FOLDER --data.batch_size 32 \\
       --model.init_args.weights IMAGENET1K_V1 --model.init_args.optimizer.init_args.lr 0.01 --trainer.max_epochs 15
       fine-tunes ImageNet weights (fetched once into torch's cache) on your own classes: the first choice;
@@ -35,8 +35,8 @@ def quickstart_runs() -> Path:
 
 
 def read_test_metrics(run: Path) -> dict[str, float]:
-    """The ``test/*`` values a run's metrics.csv holds (empty for a run that did not test)."""
-    path = run / "metrics.csv"
+    """The ``test/*`` values that the test of a run logged into its ``test/`` folder (empty where none did)."""
+    path = run / "test" / "metrics.csv"
     if not path.is_file():
         return {}
     with open(path, newline="") as handle:
@@ -58,25 +58,21 @@ def best_checkpoint(run: Path) -> Path | None:
 
 def summary(runs: Path) -> str:
     """What the newest test of the quickstart measured and where its run is, or why that cannot be said."""
-    all_versions = run_versions(runs)
-    tested = next((run for run in all_versions if read_test_metrics(run)), None)
+    tested = next((run for run in run_versions(runs) if read_test_metrics(run)), None)
     if tested is None:
         raise FileNotFoundError(f"no tested quickstart run under {runs}/: run `make demo` in this folder first.")
-    # The fit that the test's `--ckpt_path best` found: the newest before the test with a best checkpoint.
-    older = all_versions[all_versions.index(tested) + 1 :]
-    fitted = next((run for run in older if best_checkpoint(run)), None)
     metrics = read_test_metrics(tested)
     lines = ["", "Quickstart done: ResNet-18 on the embedded MNIST digits."]
     accuracy = [f"{metrics[f'test/acc_top{k}']:.1%} top-{k}" for k in (1, 5) if f"test/acc_top{k}" in metrics]
     loss = f" (loss {metrics['test/loss']:.3f})" if "test/loss" in metrics else ""
     lines.append(f"  test accuracy  {', '.join(accuracy)}{loss} on the held-out test digits")
-    if fitted is not None:
-        contents = ["metrics.csv", "config.yaml", *(["pictures/"] if (fitted / "pictures").is_dir() else [])]
-        lines.append(f"  trained run    {fitted}/  ({', '.join(contents)})")
-        lines.append(f"  checkpoint     {best_checkpoint(fitted)}")
-    drawn = sorted(path.name for path in (tested / "pictures").glob("*.png"))
+    contents = ["metrics.csv", "config.yaml", *(["pictures/"] if (tested / "pictures").is_dir() else [])]
+    lines.append(f"  trained run    {tested}/  ({', '.join(contents)})")
+    if (checkpoint := best_checkpoint(tested)) is not None:
+        lines.append(f"  checkpoint     {checkpoint}")
+    drawn = sorted(path.name for path in (tested / "test" / "pictures").glob("*.png"))
     pictures = f"  (pictures/: {', '.join(drawn)})" if drawn else ""
-    lines.append(f"  test run       {tested}/{pictures}")
+    lines.append(f"  test results   {tested / 'test'}/{pictures}")
     return "\n".join([*lines, "", NEXT_STEPS])
 
 

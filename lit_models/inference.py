@@ -116,7 +116,7 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--generate_length", type=int, help="language models: tokens generated after each prompt")
     parser.add_argument(
-        "--draw_score", type=float, help="detectors: the lowest score drawn on the pictures (default 0.3)"
+        "--draw_score", type=float, help="detectors: the lowest score drawn on the images (default: the model's, 0.3)"
     )
     args = parser.parse_args(argv)
     if args.temperature is not None and args.temperature < 0:

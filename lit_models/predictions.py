@@ -228,7 +228,7 @@ def run_prediction(
             enable_progress_bar=False,
         )
         if images:  # in memory: no file can fail to decode, so the DataModule's batch checks are not needed
-            loader = DataLoader(data.images_dataset(images), batch_size or 8, collate_fn=data.collate_fn)
+            loader = DataLoader(data.images_dataset(images), batch_size=batch_size or 8, collate_fn=data.collate_fn)
             found = trainer.predict(module, dataloaders=loader, return_predictions=keep)
         else:
             found = trainer.predict(module, datamodule=data, return_predictions=keep)

@@ -17,8 +17,9 @@ FILE_OPTIONS = {"--config": "", "-c": "", "--trainer": "trainer"}
 
 
 def recipe_names() -> list[str]:
-    """Every packaged recipe as ``folder/name`` (what ``--config`` takes), trainer overlays included."""
-    files = [*RECIPES.rglob("*.yaml")]
+    """Every packaged recipe as ``folder/name`` (what ``--config`` takes), trainer overlays included; not the
+    pieces under ``_shared/`` that recipes include (``config: ../_shared/NAME.yaml``)."""
+    files = [p for p in RECIPES.rglob("*.yaml") if not p.relative_to(RECIPES).parts[0].startswith("_")]
     return sorted(str(path.relative_to(RECIPES).with_suffix("")) for path in files)
 
 

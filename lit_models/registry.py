@@ -45,7 +45,7 @@ DATAMODULES = {
 # Everything else ``import lit_models`` offers by name.
 OTHERS = {
     "load": "lit_models.inference",
-    "recipe": "lit_models.recipes",
+    "recipe": "lit_models.cli",
     "DataError": "lit_models.datamodules.files",
     "DataSpec": "lit_models.datamodules.spec",
     "TrainingPictures": "lit_models.pictures",

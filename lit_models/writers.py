@@ -47,7 +47,8 @@ class PredictionWriter(BasePredictionWriter):
     Args:
         output: Where to write; default: ``default_name`` in the run's log folder.
         overwrite: Write into a non-empty folder (or over a file), replacing files of the same names.
-        draw_score: Detections: the lowest score drawn on the pictures (the JSON keeps every detection).
+        draw_score: Detections: the lowest score drawn on the pictures (the JSON keeps every detection); None: the
+            model's ``draw_score``.
         grid: Classification: images drawn, captioned, in a PNG beside the CSV; 0 draws none.
     """
 
@@ -57,7 +58,7 @@ class PredictionWriter(BasePredictionWriter):
         self,
         output: str | None = None,
         overwrite: bool = False,
-        draw_score: float = DRAW_SCORE,
+        draw_score: float | None = None,
         grid: int = 64,
         write_interval: str = "epoch",
     ) -> None:
@@ -82,6 +83,22 @@ class PredictionWriter(BasePredictionWriter):
     def outputs(self) -> list[Path]:
         """The files or folders this writer fills (``self.path`` resolved), which must not hold anything yet."""
         return [self.path]
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        self.write_batch(pl_module, prediction)
+
+    def write_batch(self, pl_module: pl.LightningModule, prediction: list[Prediction]) -> None:
+        """Write one batch's records as they come (writers with ``write_interval="batch"``)."""
+        raise NotImplementedError(f"{type(self).__name__} writes once per epoch, not per batch")
 
 
 def class_columns(records: list[ClassPrediction]) -> list[str]:
@@ -160,16 +177,7 @@ class SegmentationWriter(PredictionWriter):
         super().on_predict_start(trainer, pl_module)
         self.count = 0
 
-    def write_on_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        prediction: Any,
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
+    def write_batch(self, pl_module: pl.LightningModule, prediction: list[Prediction]) -> None:
         for record in prediction:
             indices = Image.fromarray(record.mask.numpy(), mode="P")
             indices.putpalette(self.palette)
@@ -201,22 +209,14 @@ class DetectionWriter(PredictionWriter):
         super().on_predict_start(trainer, pl_module)
         self.records = []
 
-    def write_on_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        prediction: Any,
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
+    def write_batch(self, pl_module: pl.LightningModule, prediction: list[Prediction]) -> None:
         names = pl_module.display_names
+        lowest = self.draw_score if self.draw_score is not None else getattr(pl_module, "draw_score", DRAW_SCORE)
         for record in prediction:
             self.records.append(record.as_json())
             if record.path:
                 image = image_tensor(record.path)
-                drawn = draw_boxes(image, record.boxes, record.labels, names, record.scores, self.draw_score)
+                drawn = draw_boxes(image, record.boxes, record.labels, names, record.scores, lowest)
                 Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(folder_file(self.path / "images", record.name))
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

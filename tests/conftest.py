@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +103,21 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return cache
 
 
+def needs_own_processes(args: tuple[str, ...]) -> bool:
+    """DDP starts its other ranks by running the command line again, so a run of several processes needs its own."""
+    text = " ".join(args)
+    return "ddp" in text or "--trainer.devices 2" in text
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The real console entry point in a subprocess; fails the test with its output on error."""
+    """The console entry point, in this process where it can run there (a DDP run, or one with its own environment,
+    gets a subprocess); fails the test with its output on error."""
+    if env is not None or needs_own_processes(args):
+        return run_in_subprocess(args, cwd, env, timeout)
+    return run_in_this_process(args, cwd)
+
+
+def run_in_subprocess(args: tuple[str, ...], cwd: Path, env: dict | None, timeout: int) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "lit_models", *args],
@@ -110,6 +128,44 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) 
         timeout=timeout,
     )
     if result.returncode != 0:
+        raise AssertionError(f"lit-models {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def run_in_this_process(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:
+    """``lit-models ARGS`` as ``lit_models.commands.main`` runs it, its stdout and stderr captured, and everything it
+    changes of the process put back: the working folder, the environment (Lightning's seed variable), warning
+    filters, and the handlers and filters of the loggers it configures. Importing torch and Lightning again for each
+    command is what makes a subprocess slow."""
+    from lit_models.commands import main
+    from lit_models.quiet import LOG_LINES, MODEL_SUMMARY
+
+    loggers = [logging.getLogger(name) for name in ("lit_models", MODEL_SUMMARY, *LOG_LINES)]
+    saved = [(logger, list(logger.handlers), list(logger.filters), logger.level) for logger in loggers]
+    environment, folder, argv = dict(os.environ), os.getcwd(), sys.argv
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    try:
+        os.chdir(cwd)
+        sys.argv = ["lit-models", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                main(list(args))
+            except SystemExit as stop:
+                status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            except Exception:
+                traceback.print_exc()
+                status = 1
+    finally:
+        os.chdir(folder)
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environment)
+        for logger, handlers, filters, level in saved:
+            logger.handlers[:], logger.filters[:] = handlers, filters
+            logger.setLevel(level)
+    result = subprocess.CompletedProcess(["lit-models", *args], status, out.getvalue(), err.getvalue())
+    if status != 0:
         raise AssertionError(f"lit-models {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
 

@@ -14,8 +14,10 @@ from lit_models.recipes import find_recipe
 def fake_run(folder, version, metrics=None, best=None):
     run = folder / f"version_{version}"
     (run / "checkpoints").mkdir(parents=True)
-    if metrics:
-        (run / "metrics.csv").write_text("epoch,step," + ",".join(metrics) + "\n0,10," + ",".join(metrics.values()))
+    if metrics:  # what `test --ckpt_path best` logs into the run it tests
+        (run / "test").mkdir()
+        header, row = ",".join(metrics), ",".join(metrics.values())
+        (run / "test" / "metrics.csv").write_text(f"epoch,step,{header}\n0,10,{row}")
     if best:
         (run / "checkpoints" / best).write_bytes(b"")
         state = {"ModelCheckpoint{'monitor': 'val/acc_top1'}": {"monitor": "val/acc_top1", "best_model_path": best}}
@@ -26,13 +28,13 @@ def fake_run(folder, version, metrics=None, best=None):
 def test_summary_names_the_tested_fit_and_its_best_checkpoint(tmp_path):
     runs = tmp_path / "runs" / "quickstart"
     fake_run(runs, 0, best="best-epoch=1-step=2.ckpt")  # an older fit
-    fake_run(runs, 1, best="best-epoch=13-step=728.ckpt")  # the fit the test took its best from
-    fake_run(runs, 2, metrics={"test/acc_top1": "0.987", "test/acc_top5": "1.0", "test/loss": "0.0412"})
-    fake_run(runs, 3, best="best-epoch=0-step=56.ckpt")  # a fit after the test, not what it measured
+    metrics = {"test/acc_top1": "0.987", "test/acc_top5": "1.0", "test/loss": "0.0412"}
+    fake_run(runs, 1, metrics=metrics, best="best-epoch=13-step=728.ckpt")  # the fit the test took its best from
+    fake_run(runs, 2, best="best-epoch=0-step=56.ckpt")  # a fit not tested yet, not what was measured
     text = summary(runs)
     assert "98.7% top-1, 100.0% top-5 (loss 0.041)" in text
     assert f"checkpoint     {runs / 'version_1' / 'checkpoints' / 'best-epoch=13-step=728.ckpt'}" in text
-    assert f"test run       {runs / 'version_2'}/" in text
+    assert f"test results   {runs / 'version_1' / 'test'}/" in text
     assert "lit-models predict --config quickstart --ckpt_path best --data.predict_dir" in text
 
 

@@ -99,6 +99,11 @@ def test_faster_rcnn_net_trains_and_predicts_mixed_sizes():
     for image, found in zip(images, detections, strict=True):
         assert set(found) == {"boxes", "scores", "labels"}
         assert (found["boxes"][:, 2] <= image.shape[2]).all() and (found["boxes"][:, 3] <= image.shape[1]).all()
+    # loss() is the losses whatever mode the net is in (a validation loss, a notebook's net.eval() first).
+    with torch.no_grad():
+        parts = net.loss(images, targets)
+    assert set(parts) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert not net.training and not net.rpn.training and not net.roi_heads.training  # its mode kept
 
 
 def test_writer_draws_boxes_and_writes_json(tmp_path):

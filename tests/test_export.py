@@ -3,6 +3,11 @@ than the example the graph was traced with), within lit_models.export.TOLERANCE.
 
 from __future__ import annotations
 
+import json
+import sys
+
+import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -10,6 +15,7 @@ from conftest import make_image_tree, run_cli
 from families import detector, fit_and_save, language_model, segmenter, sequence_classifier
 
 import lit_models
+import lit_models.export
 from lit_models import FasterRCNN, ImageFolderDataModule, ResNet
 from lit_models.datamodules.sources import shapes
 from lit_models.export import TOLERANCE, export, relative_difference
@@ -74,8 +80,30 @@ def test_every_family_exports_to_onnx_and_onnxruntime_agrees(name, tmp_path, one
     assert found.shape == expected.shape and relative_difference(found, expected) <= TOLERANCE
 
 
-def test_export_from_the_command_line(tmp_path, one_thread):
+def test_export_from_the_command_line(tmp_path, one_thread, monkeypatch):
     torch.manual_seed(0)
     checkpoint = fit_and_save(*resnet(tmp_path / "data"), tmp_path)
     result = run_cli("export", str(checkpoint), cwd=checkpoint.parent)
     assert checkpoint.with_suffix(".onnx").is_file() and "onnxruntime matches PyTorch" in result.stdout
+    exported = onnx.load(str(checkpoint.with_suffix(".onnx")))
+    metadata = {prop.key: prop.value for prop in exported.metadata_props}
+    assert json.loads(metadata["lit_models.class_names"]) == ["circle", "square", "stripes"]
+    assert metadata["lit_models.task"] == "classification" and metadata["lit_models.model"] == "ResNet"
+    assert json.loads(metadata["lit_models.data_spec"])["image_size"] == 32  # the preprocessing, with mean and std
+
+    # A graph onnxruntime disagrees with is refused and leaves nothing behind.
+    monkeypatch.setattr(lit_models.export, "TOLERANCE", -1.0)
+    with pytest.raises(RuntimeError, match="nothing was written"):
+        export(checkpoint, tmp_path / "refused.onnx")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "elsewhere"]
+    # Without onnxruntime, the error names the extra to install.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"pip install 'lit-models\[export\]'"):
+        export(checkpoint, tmp_path / "again.onnx")
+    assert not (tmp_path / "again.onnx").exists()
+
+
+def test_the_tolerance_is_relative_to_the_outputs_scale():
+    logits = np.array([[1.2e4, -3.0e3]], dtype=np.float32)
+    assert relative_difference(logits + 3e-3, logits) < TOLERANCE  # float32's last digits at this scale
+    assert relative_difference(np.array([[0.5, 0.2]]), np.array([[0.5, 0.3]])) > TOLERANCE

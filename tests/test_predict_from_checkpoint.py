@@ -87,6 +87,31 @@ def test_a_checkpoint_alone_predicts_from_the_command_line_and_from_python(famil
     assert isinstance(network_input, torch.Tensor) and network_input.dtype == torch.float32
 
 
+def test_a_module_predicts_straight_after_fit_and_an_older_checkpoint_still_loads(tmp_path, one_thread):
+    make_image_tree(tmp_path / "training", {"train": 4, "val": 2})
+    torch.manual_seed(0)
+    model, data = classifier(tmp_path / "training")
+    checkpoint = fit_and_save(model, data, tmp_path)
+    photos = new_images(tmp_path / "photos")
+    fresh = model.predict(str(photos))  # neither saved nor loaded: the DataModule it trained on rebuilds the input
+    assert [r.classes for r in lit_models.load(checkpoint, device="cpu").predict(str(photos))] == [
+        r.classes for r in fresh
+    ]
+    # Written before checkpoints carried the data's description, naming classes by their module paths.
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["lit_models"] = {"version": "0.1.0", "model": "lit_models.classification.ResNet",
+                           "data": "lit_models.datamodules.image_folder.ImageFolderDataModule"}  # fmt: skip
+    torch.save(saved, tmp_path / "older.ckpt")
+    older = lit_models.load(tmp_path / "older.ckpt", device="cpu")
+    assert older.data_spec == model.data_spec == data.spec
+    assert [r.classes for r in older.predict(str(photos))] == [r.classes for r in fresh]
+    # A checkpoint is data: one naming code lit-models does not provide is refused, and nothing is imported.
+    saved["lit_models"]["model"] = "os.system"
+    torch.save(saved, tmp_path / "foreign.ckpt")
+    with pytest.raises(DataError, match="'os.system' is not one of lit-models'"):
+        lit_models.load(tmp_path / "foreign.ckpt")
+
+
 def test_what_is_not_a_lit_models_checkpoint_or_an_image_says_so(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(DataError, match="was not written by lit-models"):

@@ -136,13 +136,14 @@ class SequenceModule(TaskModule):
         super().use_data(spec)
 
     def check_data(self, spec: DataSpec) -> None:
-        super().check_data(spec)
+        # Another task first: it is why the output sizes differ too.
         if (spec.task, spec.input_size) != (self.task, self.input_size):
             raise ValueError(
                 f"{type(self).__name__} was built for task {self.task!r} with input_size {self.input_size}, but "
                 f"the data serves task {spec.task!r} with input_size {spec.input_size}: make them agree "
                 "(or leave the model's task and input_size out of the config to take the data's)."
             )
+        super().check_data(spec)
 
     def set_generation(self, temperature: float | None = None, generate_length: int | None = None) -> None:
         """Change how a language model samples text for this run (None keeps the setting)."""
