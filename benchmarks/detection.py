@@ -83,6 +83,7 @@ def images_per_second(models: dict[str, torch.nn.Module], images: torch.Tensor, 
 
 def picture(models: dict[str, torch.nn.Module], images, targets, paths, path: Path, count: int = 6) -> None:
     """Rows: truth, then each model's detections scoring >= 0.5, on the first test scenes, drawn as `predict` draws."""
+
     def drawn(index, boxes, labels, scores=None):
         return draw_boxes(image_tensor(paths[index]), boxes, labels, CLASS_NAMES, scores, 0.5).permute(1, 2, 0)
 
