@@ -155,6 +155,8 @@ class LitModelsCLI(LightningCLI):
                     "class_path": "pytorch_lightning.loggers.CSVLogger",
                     "init_args": {"save_dir": "runs"},
                 },
+                # Output redirected to a file: RunReport's line per epoch, not a progress bar redrawn into it.
+                "enable_progress_bar": sys.stdout.isatty(),
             },
             **kwargs,
         )

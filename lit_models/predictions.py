@@ -10,6 +10,7 @@ scripts, by key (``record["classes"]``); :meth:`Prediction.as_json` gives the pl
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from contextlib import contextmanager
@@ -253,4 +254,10 @@ def predict(module: TaskModule, inputs: Any, batch_size: int = 8) -> list[Predic
         ``labels``, ``names``); language model ``TextPrediction`` (``prompt``, ``generated``); regression
         ``ValuesPrediction``. Each also reads by key: ``record["classes"]``.
     """
-    return run_prediction(module, inputs, batch_size)
+    if module.data_spec is None or module.data_spec.inputs != "images" or not isinstance(inputs, (list, tuple)):
+        return run_prediction(module, inputs, batch_size)
+    # Files and images in memory may come mixed: each run of one kind is served by its own loader, in order.
+    records = []
+    for _, group in itertools.groupby(inputs, key=lambda item: isinstance(item, (str, os.PathLike))):
+        records += run_prediction(module, list(group), batch_size)
+    return records

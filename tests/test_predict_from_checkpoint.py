@@ -94,6 +94,10 @@ def test_a_module_predicts_straight_after_fit_and_an_older_checkpoint_still_load
     checkpoint = fit_and_save(model, data, tmp_path)
     photos = new_images(tmp_path / "photos")
     fresh = model.predict(str(photos))  # neither saved nor loaded: the DataModule it trained on rebuilds the input
+    for mode in ("RGBA", "L", "P"):  # any image a user has, converted as the files are
+        assert model.preprocess(Image.new(mode, (30, 20))).shape == (3, 16, 16)
+    mixed = model.predict([Image.new("RGBA", (40, 40)), str(photos / "set1" / "photo1.jpg")])  # in input order
+    assert [record.path for record in mixed] == ["", str((photos / "set1" / "photo1.jpg").resolve())]
     assert [r.classes for r in lit_models.load(checkpoint, device="cpu").predict(str(photos))] == [
         r.classes for r in fresh
     ]
