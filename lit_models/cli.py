@@ -134,6 +134,17 @@ def rerun_config(args: list[str]) -> str | None:
     return " ".join(configs) or None
 
 
+def progress_bar_only_on_a_terminal(config: Namespace) -> None:
+    """Output redirected to a file gets RunReport's line per epoch, not a progress bar redrawn into it: unless the
+    configuration chose (``enable_progress_bar``, or a progress bar among the callbacks, as ``--trainer rich``)."""
+    trainer = config.get("trainer")
+    if sys.stdout.isatty() or not isinstance(trainer, Namespace) or trainer.get("enable_progress_bar") is not None:
+        return
+    chosen = [str(getattr(callback, "class_path", callback)) for callback in trainer.get("callbacks") or []]
+    if not any("ProgressBar" in name for name in chosen):
+        trainer["enable_progress_bar"] = False
+
+
 class LitModelsCLI(LightningCLI):
     """LightningCLI in subclass mode (``--model ResNet --data ImageFolderDataModule``) with the links, checks and
     callbacks of docs/architecture.md ("CLI"); its keyword arguments are LightningCLI's (``args``, ``run``)."""
@@ -155,8 +166,6 @@ class LitModelsCLI(LightningCLI):
                     "class_path": "pytorch_lightning.loggers.CSVLogger",
                     "init_args": {"save_dir": "runs"},
                 },
-                # Output redirected to a file: RunReport's line per epoch, not a progress bar redrawn into it.
-                "enable_progress_bar": sys.stdout.isatty(),
             },
             **kwargs,
         )
@@ -228,6 +237,7 @@ class LitModelsCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         route_optimizers(config)
+        progress_bar_only_on_a_terminal(config)
         with errors_as_messages():
             data_follows_model(config)
             model, data = class_arguments(config, "model"), class_arguments(config, "data")
