@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,10 @@ class PredictionWriter(BasePredictionWriter):
         """The files or folders this writer fills (``self.path`` resolved), which must not hold anything yet."""
         return [self.path]
 
+
+class BatchWriter(PredictionWriter, ABC):
+    """A writer that writes each batch's records as they come (``write_interval="batch"``): nothing held in memory."""
+
     def write_on_batch_end(
         self,
         trainer: pl.Trainer,
@@ -96,9 +101,9 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         self.write_batch(pl_module, prediction)
 
+    @abstractmethod
     def write_batch(self, pl_module: pl.LightningModule, prediction: list[Prediction]) -> None:
-        """Write one batch's records as they come (writers with ``write_interval="batch"``)."""
-        raise NotImplementedError(f"{type(self).__name__} writes once per epoch, not per batch")
+        """Write one batch's records."""
 
 
 def class_columns(records: list[ClassPrediction]) -> list[str]:
@@ -160,7 +165,7 @@ def folder_file(folder: Path, name: str) -> Path:
     return path
 
 
-class SegmentationWriter(PredictionWriter):
+class SegmentationWriter(BatchWriter):
     """Segmentation: per image, the class-index mask as a palette PNG and a colour overlay on the image.
 
     ``<output>/masks/<name>.png`` holds class indices with the PASCAL VOC colour map (VOC's own format, so the
@@ -192,7 +197,7 @@ class SegmentationWriter(PredictionWriter):
             print(f"wrote masks and overlays of {self.count} image(s) (this rank) to {self.path}")
 
 
-class DetectionWriter(PredictionWriter):
+class DetectionWriter(BatchWriter):
     """Detection: each image with its boxes drawn, and one JSON file of every detection.
 
     ``<output>/images/<name>.png`` draws the detections scoring at least ``draw_score`` (class name and score on
