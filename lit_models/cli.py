@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from lit_models import registry
+from lit_models.chains import Chain, chain_text, evaluate_chain, fit_chain, read_chain, take_option
 from lit_models.class_names import ClassNamesMismatchError
 from lit_models.cli_parser import LitModelsParser, import_class, read_whole_numbers_as_int
 from lit_models.datamodules.files import DataError
@@ -26,6 +27,7 @@ from lit_models.quiet import quiet_libraries, quiet_model_summary
 from lit_models.recipes import recipe_label, resolve_recipe_arguments
 from lit_models.run_report import RunReport
 from lit_models.runs import CheckpointNotFoundError, logger_runs, resolve_checkpoint_alias, run_of_checkpoint
+from lit_models.stages import InitError, initialise
 from lit_models.version import version_line
 
 log = logging.getLogger(__name__)
@@ -215,6 +217,20 @@ class LitModelsCLI(LightningCLI):
             "model's draw_score (0.3)",
         )
         parser.add_argument(
+            "--init_from",
+            type=str | None,
+            default=None,
+            help="fit: initialise the model from an earlier stage's checkpoint through the parameter mapping its "
+            "module declares (FCN-16s from FCN-32s, YOLOv1 from YOLOClassifier); skipped when resuming (--ckpt_path)",
+        )
+        parser.add_argument(
+            "--stage",
+            type=str | None,
+            default=None,
+            help="fit: this run's place in a chain recipe, CHAIN/STAGE, recorded in its checkpoints (chain recipes set "
+            "it)",
+        )
+        parser.add_argument(
             "--plots",
             type=bool,
             default=True,
@@ -309,16 +325,38 @@ class LitModelsCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._resolve_ckpt_path()
+        self._start_stage()
         self._add_callbacks()
         quiet_model_summary(self.trainer)
 
+    def _start_stage(self) -> None:
+        """Record the run's place in a chain and, unless it resumes, initialise it from ``--init_from``."""
+        config = self.config_init[self.subcommand]
+        if config["stage"]:
+            chain, _, stage = config["stage"].rpartition("/")
+            self.model.chain_stage = {"chain": chain, "stage": stage}
+        if config["init_from"] and not config.get("ckpt_path"):
+            with errors_as_messages((InitError, DataError)):
+                source = initialise(self.model, config["init_from"])
+            log.info("Initialised %s from %s.", type(self.model).__name__, source.describe())
+
     def before_validate(self) -> None:
+        self._refuse_fit_options()
         self._resolve_ckpt_path()
         self._add_callbacks()
+
+    def _refuse_fit_options(self) -> None:
+        config = self.config_init[self.subcommand]
+        for option in ("init_from", "stage"):
+            if config.get(option):
+                raise UsageError(
+                    f"--{option} is for fit; {self.subcommand} takes the trained weights from --ckpt_path."
+                )
 
     before_test = before_validate
 
     def before_predict(self) -> None:
+        self._refuse_fit_options()
         self._resolve_ckpt_path()
         writer = getattr(self.model, "prediction_writer", None)
         if writer is not None:
@@ -368,22 +406,47 @@ def show_package_logs() -> None:
         package.setLevel(logging.INFO)
 
 
-def run(argv: list[str]) -> None:
+def run(argv: list[str]) -> LitModelsCLI | None:
     """LightningCLI's ``fit``, ``validate``, ``test`` or ``predict`` (``argv`` starts with it), with packaged
-    recipes found by name."""
+    recipes found by name; a chain recipe runs its stages (:mod:`lit_models.chains`). Returns the CLI of a single
+    recipe's run."""
     show_package_logs()
     quiet_libraries()
     with errors_as_messages((UsageError,)):
         argv = resolve_recipe_arguments(argv)
+        chain = chain_of(argv)
+        if chain is not None:
+            command, rest = argv[0], remove_config(argv[1:])
+            return fit_chain(chain, rest) if command == "fit" else evaluate_chain(command, chain, rest)
     argv_before, sys.argv = sys.argv, [sys.argv[0], *argv]  # LightningCLI reads sys.argv for its own checks
     try:
-        LitModelsCLI()
+        cli = LitModelsCLI()
     finally:
         sys.argv = argv_before
     # Lightning leaves the DDP process group alive. Left to interpreter exit, gloo's worker threads can outlive it
     # and abort the process ("terminate called without an active exception") after a run that succeeded.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    return cli
+
+
+def chain_of(argv: list[str]) -> Chain | None:
+    """The chain recipe that ``argv``'s ``--config`` names, if it names one (then it is the only config)."""
+    configs = [value for option, value in zip(argv, argv[1:], strict=False) if option in ("--config", "-c")]
+    configs += [word.partition("=")[2] for word in argv if word.startswith(("--config=", "-c="))]
+    chains = [path for path in configs if chain_text(path) is not None]
+    if not chains:
+        return None
+    if len(configs) > 1:
+        raise UsageError(f"{chains[0]} is a chain recipe: give it alone (its stages name their own recipes); "
+                         "options after it apply to every stage.")  # fmt: skip
+    return read_chain(chains[0])
+
+
+def remove_config(argv: list[str]) -> list[str]:
+    for option in ("--config", "-c"):
+        argv = take_option(argv, option)[0]
+    return argv
 
 
 def main() -> None:

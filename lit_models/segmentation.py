@@ -16,8 +16,10 @@ from torchmetrics.classification import MulticlassJaccardIndex
 from lit_models.drawing import displayable, overlay_mask, side_by_side
 from lit_models.metrics import segmentation_metrics
 from lit_models.nets.fcn import FCN as FCNNet
+from lit_models.nets.fcn import SKIP_LAYERS, STRIDES
 from lit_models.pictures import Sample
 from lit_models.predictions import MaskPrediction
+from lit_models.stages import InitError, ParameterMapping, SourceModel
 from lit_models.task import TaskModule, input_names
 from lit_models.writers import SegmentationWriter
 
@@ -149,8 +151,32 @@ class Segmenter(TaskModule, ABC):
 
 
 class FCN(Segmenter):
-    """Long, Shelhamer & Darrell 2015: FCN-32s/16s/8s on a convolutionalized VGG-16 (or a ResNet)."""
+    """Long, Shelhamer & Darrell 2015: FCN-32s/16s/8s on a convolutionalized VGG-16 (or a ResNet).
+
+    Staged training (§4.2) initialises each finer variant from the trained coarser one (``init_from``, a chain
+    recipe such as segmentation/fcn_staged_shapes): everything the coarser net has carries over, its final
+    upsampling excepted (its stride changes), and the skip score layers start at zero. With the ResNet backbone's
+    upsamplers, whose 2x kernel composed with the 16x one is exactly the 32x one, the finer net then computes the
+    coarser net's scores exactly until its first step; the VGG reference nets' crop offsets make that approximate.
+    """
 
     def build_net(self, num_classes: int, **net_args: Any) -> FCNNet:
         """``net_args``: :class:`lit_models.nets.fcn.FCN`'s arguments."""
         return FCNNet(num_classes, **net_args)
+
+    def init_mapping(self, source: SourceModel) -> ParameterMapping:
+        """From an FCN checkpoint of the same or a coarser variant on the same backbone (staged training)."""
+        if source.model != "FCN":
+            raise InitError(
+                f"FCN initialises from an FCN checkpoint of the same or a coarser variant; "
+                f"{source.describe()} is not one (classifier weights go to --model.weights_backbone)."
+            )
+        mine, theirs = self.net.variant, source.hparams.get("variant", "8s")
+        if STRIDES[theirs] < STRIDES[mine] or source.hparams.get("backbone", "vgg16") != self.net.backbone:
+            raise InitError(f"FCN-{mine} ({self.net.backbone}) initialises from FCN-{mine} or a coarser variant on the "
+                            f"same backbone; {source.describe()} is FCN-{theirs} on "
+                            f"{source.hparams.get('backbone', 'vgg16')}.")  # fmt: skip
+        if theirs == mine:
+            return ParameterMapping()
+        added = [f"net.{layer}." for layer in SKIP_LAYERS[mine] if layer not in SKIP_LAYERS[theirs]]
+        return ParameterMapping(sources={"net.upscore.": None}, new=("net.upscore.", *added))

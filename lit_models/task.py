@@ -15,6 +15,7 @@ from lit_models import predictions
 from lit_models.class_names import ClassNamesMismatchError, describe_difference
 from lit_models.datamodules.spec import DataSpec
 from lit_models.optim import build_optimizers
+from lit_models.stages import InitError, ParameterMapping, SourceModel
 from lit_models.version import __version__
 
 if TYPE_CHECKING:  # drawing (matplotlib) is imported where a family draws
@@ -75,6 +76,11 @@ class TaskModule(pl.LightningModule):
     # The DataModule that rebuilds prediction data (its prediction_data(inputs)): the one trained on, or one rebuilt
     # from a checkpoint by lit_models.load. Not saved.
     prediction_source: Any = None
+    # Where this module's weights started, when a run initialised it from an earlier stage (lit_models.stages):
+    # {"checkpoint", "model", "stage"}; and this run's own place in a chain ({"chain", "stage", "run"}). Both are
+    # saved in its checkpoints.
+    initialised_from: dict[str, Any] | None = None
+    chain_stage: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -156,6 +162,7 @@ class TaskModule(pl.LightningModule):
             "model": type(self).__name__,
             "data": type(source).__name__ if source is not None else None,
             "data_spec": self.data_spec.to_dict() if self.data_spec is not None else None,
+            "stage": {**(self.chain_stage or {}), "init_from": self.initialised_from},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -164,9 +171,28 @@ class TaskModule(pl.LightningModule):
             if self.class_names is not None and list(saved) != self.class_names:
                 raise ClassNamesMismatchError(describe_difference(list(saved), self.class_names))
             self.class_names = list(saved)
-        spec = (checkpoint.get(CHECKPOINT_KEY) or {}).get("data_spec")
-        if spec is not None:
-            self.data_spec = DataSpec.from_dict(spec)
+        entry = checkpoint.get(CHECKPOINT_KEY) or {}
+        if entry.get("data_spec") is not None:
+            self.data_spec = DataSpec.from_dict(entry["data_spec"])
+        stage = dict(entry.get("stage") or {})  # a resumed run keeps the record of where its weights started
+        self.initialised_from = stage.pop("init_from", None) or self.initialised_from
+        self.chain_stage = self.chain_stage or stage or None
+
+    def init_mapping(self, source: SourceModel) -> ParameterMapping:
+        """How the checkpoint ``source`` initialises this module (``lit-models fit --init_from``, a chain's
+        ``init_from``): which of its parameters go where, and which of this module's layers start fresh. This
+        default takes a checkpoint of the same module with the same parameters (fine-tuning from an earlier run);
+        an architecture that grows from another (FCN-16s from FCN-32s) declares its own mapping.
+
+        Raises:
+            InitError: ``source`` is another kind of model.
+        """
+        if source.model != type(self).__name__:
+            raise InitError(
+                f"{type(self).__name__} initialises from a {type(self).__name__} checkpoint; {source.describe()} "
+                "is another model."
+            )
+        return ParameterMapping()
 
     def predict(self, inputs: Any, batch_size: int = 8) -> list[predictions.Prediction]:
         """Predict on files, folders, patterns, PIL images or image tensors (prompts or array files for sequence

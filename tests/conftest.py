@@ -103,6 +103,32 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return cache
 
 
+@pytest.fixture(scope="session")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ImageNet-style folder: where a recipe reads the user's images, tests point it here."""
+    return make_image_tree(tmp_path_factory.mktemp("cfg") / "t", {"train": 2, "val": 1})
+
+
+@pytest.fixture(scope="session")
+def voc_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny VOC-layout folder: where a recipe reads PASCAL VOC, tests point it here."""
+    from lit_models.datamodules.sources.shapes import export_shapes
+
+    return export_shapes(tmp_path_factory.mktemp("cfg") / "voc", num_train=2, num_val=1, size=32)
+
+
+def stand_ins(recipe_text: str, tree: Path, voc_tree: Path) -> list[str]:
+    """Arguments that let a recipe on real data build here: its root pointed at a tiny folder of the same layout,
+    and no local ImageNet weight file."""
+    args = []
+    if "root:" in recipe_text:
+        voc_layout = "SegmentationDataModule" in recipe_text or "DetectionDataModule" in recipe_text
+        args += ["--data.init_args.root", str(voc_tree if voc_layout else tree)]
+    if "weights_backbone:" in recipe_text:
+        args += ["--model.init_args.weights_backbone", "null"]
+    return args
+
+
 def needs_own_processes(args: tuple[str, ...]) -> bool:
     """DDP starts its other ranks by running the command line again, so a run of several processes needs its own."""
     text = " ".join(args)

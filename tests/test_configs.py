@@ -7,18 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_image_tree
+from conftest import REPO, stand_ins
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from lit_models.chains import chain_text
 from lit_models.cli import LitModelsCLI
-from lit_models.datamodules.sources.shapes import export_shapes
 from lit_models.optim import WarmupCosineLR
 from lit_models.recipes import resolve_recipe_arguments
 
 CONFIGS = REPO / "configs"
-# Recipes: not the trainer overlays, nor the pieces under _shared/ that recipes include.
+# Recipes: not the trainer overlays, nor the pieces under _shared/ that recipes include, nor chains of recipes
+# (tests/test_stages.py builds each of their stages).
 TASK_CONFIGS = sorted(
-    p for p in CONFIGS.rglob("*.yaml") if p.relative_to(CONFIGS).parts[0] not in ("trainer", "_shared")
+    p
+    for p in CONFIGS.rglob("*.yaml")
+    if p.relative_to(CONFIGS).parts[0] not in ("trainer", "_shared") and chain_text(p) is None
 )
 TRAINER_CONFIGS = sorted((CONFIGS / "trainer").glob("*.yaml"))
 SHARED = sorted((CONFIGS / "_shared").glob("*.yaml"))
@@ -71,28 +74,13 @@ def heads(model: torch.nn.Module, width: int) -> list[torch.nn.Module]:
     return linear + [m for m in score if m.out_channels == width]
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return make_image_tree(tmp_path_factory.mktemp("cfg") / "t", {"train": 2, "val": 1})
-
-
-@pytest.fixture(scope="module")
-def voc_tree(tmp_path_factory) -> Path:
-    return export_shapes(tmp_path_factory.mktemp("cfg") / "voc", num_train=2, num_val=1, size=32)
-
-
 @pytest.mark.parametrize("config", TASK_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_task_config_instantiates(config, tree, voc_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = config.read_text()
     assert "seed_everything: " in text and text.lstrip().startswith("#"), "every config: a seed and a citation"
     args = ["--config", str(config)]
-    if "root:" in text:  # real-data recipes: point them at a tiny tree of the same layout
-        voc_layout = "SegmentationDataModule" in text or "DetectionDataModule" in text
-        args += ["--data.init_args.root", str(voc_tree if voc_layout else tree)]
-    if "weights_backbone:" in text:  # a local ImageNet weight file that tests do not have
-        args += ["--model.init_args.weights_backbone", "null"]
-    cli = instantiate(args)
+    cli = instantiate(args + stand_ins(text, tree, voc_tree))
     assert isinstance(cli.config["seed_everything"], int)
     assert cli.config["trainer.logger.init_args.name"] == config.stem, "runs/<recipe>/: the run is named after it"
     if (shared := included(config)) is not None:  # the include holds, except where the recipe changes a value

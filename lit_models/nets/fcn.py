@@ -24,6 +24,14 @@ from lit_models.nets.vgg import VGG
 from lit_models.nets.weights import load_weights
 
 STRIDES = {"32s": 32, "16s": 16, "8s": 8}
+# The layers each variant adds to the coarser one (the final upsampling, whose stride changes, is rebuilt too).
+SKIP_LAYERS = {
+    "32s": (),
+    "16s": ("upscore2", "score_pool4"),
+    "8s": ("upscore2", "score_pool4", "upscore_pool4", "score_pool3"),
+}
+# The at-once net's fixed scaling of pool4 and pool3 before their score layers (voc-fcn8s-atonce, PAMI 2017 §4.3).
+ATONCE_SCALES = (0.01, 0.0001)
 # VGG: crop offsets of the reference Caffe nets (fcn.berkeleyvision.org) given conv1_1's padding of 100.
 VGG_SKIP_OFFSETS = (5, 9)  # score_pool4, score_pool3
 VGG_FINAL_OFFSETS = {"32s": 19, "16s": 27, "8s": 31}
@@ -70,7 +78,8 @@ def fuse(upsampled: Tensor, up_offset: int, skip: Tensor, skip_offset: int) -> T
 
 
 def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
-    # Skip score layers start at zero (paper §4.2): a net refined from a coarser one starts as that net.
+    # Score layers start at zero (paper §4.3: random initialisation gave neither better results nor faster
+    # convergence); so do the skips (§4.2), so a net refined from a coarser one starts as that net.
     layer = nn.Conv2d(in_channels, out_channels, 1)
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -142,6 +151,7 @@ class FCN(nn.Module):
         representation_size: int = 4096,
         dropout: float = 0.5,
         batch_norm: bool = False,
+        atonce_scaling: bool = False,
     ) -> None:
         """Build the network.
 
@@ -154,6 +164,9 @@ class FCN(nn.Module):
             dropout: Dropout after fc6 and fc7, as in the classifier they come from (VGG backbone only).
             batch_norm: VGG-16 with batch norm after every convolution (torchvision's vgg16_bn; not in the paper,
                 whose VGG-16 came pretrained on ImageNet): lets the VGG backbone train from scratch.
+            atonce_scaling: Scale the pool4 and pool3 features by 0.01 and 0.0001 before their score layers, as the
+                at-once FCN-8s trained in one stage does (PAMI 2017 §4.3): without the staged 32s -> 16s -> 8s
+                training, the finer layers' larger activations would otherwise swamp the coarse scores.
         """
         super().__init__()
         if variant not in STRIDES:
@@ -170,9 +183,10 @@ class FCN(nn.Module):
             self.skip_offsets, self.up_offset, self.final_offset = (0, 0), 0, 0
         self.variant, self.backbone, self.width_mult = variant, backbone, width_mult
         self.representation_size, self.batch_norm = representation_size, batch_norm
+        self.skip_scales = ATONCE_SCALES if atonce_scaling else (1.0, 1.0)
         same = backbone != "vgg16"
         stride8_channels, stride16_channels, top_channels = self.encoder.channels
-        self.score_fr = nn.Conv2d(top_channels, num_classes, 1)
+        self.score_fr = zero_conv(top_channels, num_classes)
         self.upscore = upsampler(num_classes, STRIDES[variant], same)  # the final upsampling to input resolution
         if variant != "32s":
             self.upscore2 = upsampler(num_classes, 2, same)
@@ -210,7 +224,9 @@ class FCN(nn.Module):
         stride8, stride16, top = self.encoder(x)
         score = self.score_fr(top)  # N x C x h/32
         if self.variant != "32s":
-            score = fuse(self.upscore2(score), self.up_offset, self.score_pool4(stride16), self.skip_offsets[0])
+            pool4 = self.score_pool4(stride16 * self.skip_scales[0])
+            score = fuse(self.upscore2(score), self.up_offset, pool4, self.skip_offsets[0])
         if self.variant == "8s":
-            score = fuse(self.upscore_pool4(score), self.up_offset, self.score_pool3(stride8), self.skip_offsets[1])
+            pool3 = self.score_pool3(stride8 * self.skip_scales[1])
+            score = fuse(self.upscore_pool4(score), self.up_offset, pool3, self.skip_offsets[1])
         return crop(self.upscore(score), self.final_offset, x.shape[-2], x.shape[-1])  # N x C x H x W
