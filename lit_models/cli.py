@@ -368,9 +368,13 @@ class LitModelsCLI(LightningCLI):
 def build_recipe(recipe: str, *overrides: str) -> LitModelsCLI:
     """A recipe's model, DataModule and trainer (``.model``, ``.datamodule``, ``.trainer``), built as ``fit`` builds
     them, with command-line ``overrides`` (``"--data.root", "photos/"``), without running anything."""
+    arguments = resolve_recipe_arguments(["--config", recipe, *overrides])
+    if chain_text(arguments[1]) is not None:
+        stages = ", ".join(f"{stage.name}: {recipe_label(stage.config)}" for stage in read_chain(arguments[1]).stages)
+        raise UsageError(f"{recipe} is a chain of recipes ({stages}); name one of its stages' recipes here.")
     argv, sys.argv = sys.argv, sys.argv[:1]  # the recipe alone, not the calling command's own arguments
     try:
-        return LitModelsCLI(args=resolve_recipe_arguments(["--config", recipe, *overrides]), run=False)
+        return LitModelsCLI(args=arguments, run=False)
     finally:
         sys.argv = argv
 

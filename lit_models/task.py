@@ -77,7 +77,7 @@ class TaskModule(pl.LightningModule):
     # from a checkpoint by lit_models.load. Not saved.
     prediction_source: Any = None
     # Where this module's weights started, when a run initialised it from an earlier stage (lit_models.stages):
-    # {"checkpoint", "model", "stage"}; and this run's own place in a chain ({"chain", "stage", "run"}). Both are
+    # {"checkpoint", "model", "stage"}; and this run's own place in a chain ({"chain", "stage"}). Both are
     # saved in its checkpoints.
     initialised_from: dict[str, Any] | None = None
     chain_stage: dict[str, Any] | None = None

@@ -12,7 +12,7 @@ from conftest import REPO, run_cli, stand_ins
 
 from lit_models import FCN
 from lit_models.chains import chain_text, read_chain
-from lit_models.cli import LitModelsCLI
+from lit_models.cli import LitModelsCLI, build_recipe
 from lit_models.errors import UsageError
 from lit_models.stages import InitError, ParameterMapping, initialise, read_source
 from lit_models.task import CHECKPOINT_KEY
@@ -128,6 +128,9 @@ def test_a_malformed_chain_says_which_stage_and_what_to_fix(tmp_path):
     bad.write_text("chain:\n  - {stage: a, config: segmentation/fcn32s_shapes, init_from: b}\n")
     with pytest.raises(UsageError, match=r"'b' is not an earlier stage"):
         read_chain(bad)
+    # check, summary and lit_models.recipe build one recipe: a chain names its stages' instead
+    with pytest.raises(UsageError, match="chain of recipes .*fcn16s: segmentation/fcn16s_shapes"):
+        build_recipe("segmentation/fcn_staged_shapes")
 
 
 def test_a_chain_runs_its_stages_records_them_resumes_and_evaluates_its_last_stage(shapes_tree, tmp_path, caplog):
