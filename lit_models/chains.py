@@ -20,6 +20,7 @@ of the newest run. Options after the recipe apply to every stage.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,10 +241,9 @@ def in_save_dir(chain: Chain, extra: list[str]) -> tuple[Chain, list[str]]:
     return (Chain(chain.path, chain.stages, save_dir) if save_dir else chain), extra
 
 
-def fit_chain(chain: Chain, extra: list[str]) -> None:
-    """Run the chain's stages in order; with ``--ckpt_path last`` in ``extra``, resume the newest run."""
-    from lit_models.cli import run  # the CLI imports this module
-
+def fit_chain(chain: Chain, extra: list[str], run: Callable[[list[str]], Any]) -> None:
+    """Run the chain's stages in order, each through ``run`` (the CLI's, which returns the LitModelsCLI it ran);
+    with ``--ckpt_path last`` in ``extra``, resume the newest run."""
     extra, resume = take_option(extra, "--ckpt_path")
     chain, extra = in_save_dir(chain, extra)
     if resume not in (None, "last"):
@@ -277,10 +277,9 @@ def rank_zero_print(text: str) -> None:
     print(text, flush=True)
 
 
-def evaluate_chain(command: str, chain: Chain, extra: list[str]) -> None:
-    """``validate``/``test``/``predict`` one stage of the newest chain run (``--stage NAME``; default the last)."""
-    from lit_models.cli import run
-
+def evaluate_chain(command: str, chain: Chain, extra: list[str], run: Callable[[list[str]], Any]) -> None:
+    """``validate``/``test``/``predict`` one stage of the newest chain run (``--stage NAME``; default the last),
+    through the CLI's ``run``."""
     extra, name = take_option(extra, "--stage")
     chain, extra = in_save_dir(chain, extra)
     extra, alias = take_option(extra, "--ckpt_path")

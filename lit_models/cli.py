@@ -421,7 +421,7 @@ def run(argv: list[str]) -> LitModelsCLI | None:
         chain = chain_of(argv)
         if chain is not None:
             command, rest = argv[0], remove_config(argv[1:])
-            return fit_chain(chain, rest) if command == "fit" else evaluate_chain(command, chain, rest)
+            return fit_chain(chain, rest, run) if command == "fit" else evaluate_chain(command, chain, rest, run)
     argv_before, sys.argv = sys.argv, [sys.argv[0], *argv]  # LightningCLI reads sys.argv for its own checks
     try:
         cli = LitModelsCLI()

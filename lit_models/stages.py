@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from lit_models.checkpoint_file import CHECKPOINT_KEY, read_checkpoint
+
 if TYPE_CHECKING:
     from lit_models.task import TaskModule
 
@@ -109,9 +111,6 @@ class SourceModel:
 
 def read_source(path: str | os.PathLike) -> SourceModel:
     """The checkpoint ``path`` as a :class:`SourceModel` (errors name the file)."""
-    from lit_models.inference import read_checkpoint  # inference imports the task modules, which import this
-    from lit_models.task import CHECKPOINT_KEY
-
     saved = read_checkpoint(path)
     entry = saved[CHECKPOINT_KEY]
     return SourceModel(

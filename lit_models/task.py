@@ -12,6 +12,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lit_models import predictions
+from lit_models.checkpoint_file import CHECKPOINT_KEY
 from lit_models.class_names import ClassNamesMismatchError, describe_difference
 from lit_models.datamodules.spec import DataSpec
 from lit_models.optim import build_optimizers
@@ -20,10 +21,6 @@ from lit_models.version import __version__
 
 if TYPE_CHECKING:  # drawing (matplotlib) is imported where a family draws
     from lit_models.pictures import Picture, Sample
-
-# The checkpoint entry that makes a checkpoint self-contained: the module's and the DataModule's registered names
-# (lit_models.registry), the data's description, and the version that wrote it.
-CHECKPOINT_KEY = "lit_models"
 
 
 def split_batch(batch: Any, target: str) -> tuple[Any, Any | None]:
