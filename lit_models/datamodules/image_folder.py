@@ -26,7 +26,14 @@ from lit_models.datamodules.files import (
 )
 from lit_models.datamodules.sources import mnist5k
 from lit_models.datamodules.spec import DataSpec
-from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Preset, classification_transform
+from lit_models.datamodules.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preset,
+    check_augmentation,
+    classification_transform,
+    evaluation_resize,
+)
 
 
 class ImageFileDataset(FileDataset):
@@ -64,9 +71,10 @@ class ImageFolderDataModule(FileDataModule):
         preset: Preset = "imagenet",
         image_size: int = 224,
         hflip: bool = True,
-        lighting: float = 0.0,
+        lighting: float | None = None,
         rotation: float = 0.0,
         scale_jitter: float = 0.0,
+        shorter_side: tuple[int, int] | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         batch_size: int = 64,
@@ -84,13 +92,22 @@ class ImageFolderDataModule(FileDataModule):
         Args:
             root: Folder with train/<class>/*, val/<class>/* and optionally test/<class>/*. None uses the embedded
                 5,000 MNIST digits (exported once to ``cache_dir``/mnist5k as PNGs).
-            preset: Transform preset: "imagenet" (random-resized-crop + flip; resize + centre-crop) or "small"
-                (resize, padded random crop + flip) for 32x32-class images.
+            preset: Training augmentation (docs/classification.md, "Augmentation presets"): "imagenet"
+                (random-resized crop + flip), "small" (resize, padded random crop + flip; 32x32-class images), or a
+                paper's: "alexnet" (shorter side 256, random crop, flip, PCA lighting), "vgg" (scale jittering,
+                shorter side in [256, 512]), "resnet" (shorter side in [256, 480], PCA lighting), "googlenet"
+                (random-resized crop, Howard's photometric distortions, PCA lighting). Sizes are for a 224 crop and
+                scale with image_size. Evaluation resizes to image_size with "small", else to image_size x 256/224
+                and takes the centre crop.
             image_size: Side of the square network input.
             hflip: Random horizontal flips in training (turn off for digits and text).
-            lighting: Standard deviation of AlexNet's PCA lighting noise in training (0.1 in the paper; 0 = off).
-            rotation: "small" preset: random rotation in training, up to this many degrees either way.
-            scale_jitter: "small" preset: random rescaling in training by up to this fraction (0.1: 0.9-1.1).
+            lighting: Standard deviation of AlexNet's PCA lighting noise in training; None: the preset's (0.1 for
+                alexnet, vgg, resnet and googlenet, else 0); 0 turns it off.
+            rotation: Random rotation in training, up to this many degrees either way (any preset).
+            scale_jitter: Random rescaling in training by up to this fraction (0.1: 0.9-1.1; any preset).
+            shorter_side: "alexnet", "vgg", "resnet": the range [low, high] of the shorter side S the training image
+                is resized to before the random crop, in the papers' pixels for a 224 crop; None: the preset's
+                ([256, 256], [256, 512], [256, 480]). [256, 256] or [384, 384] are VGG's fixed scales.
             mean: Per-channel normalisation mean (ImageNet's by default).
             std: Per-channel normalisation standard deviation.
             batch_size: Training batch size per device.
@@ -107,6 +124,7 @@ class ImageFolderDataModule(FileDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_fractions(val_fraction)
+        check_augmentation(preset, shorter_side, lighting)
         if test_crops not in (1, 10):
             raise ValueError(f"test_crops must be 1 (centre crop) or 10 (TenCrop), got {test_crops}")
         self.embedded = root is None
@@ -132,7 +150,7 @@ class ImageFolderDataModule(FileDataModule):
     @property
     def spec(self) -> DataSpec:
         hp = self.hparams
-        return self.image_spec("classification", hp.image_size, "center_crop" if hp.preset == "imagenet" else "resize")
+        return self.image_spec("classification", hp.image_size, evaluation_resize(hp.preset))
 
     def transform(self, train: bool, crops: int = 1) -> Callable:
         """The training transform, the evaluation one (``spec.preprocess()``), or the ten crops of ``test``."""
@@ -150,6 +168,7 @@ class ImageFolderDataModule(FileDataModule):
             tuple(hp.mean),
             tuple(hp.std),
             crops,
+            tuple(hp.shorter_side) if hp.shorter_side else None,
         )
 
     def setup(self, stage: str) -> None:

@@ -2,39 +2,185 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-Preset = Literal["imagenet", "small"]
+Preset = Literal["imagenet", "small", "alexnet", "vgg", "resnet", "googlenet"]
 
-# Principal components of ImageNet's RGB pixel values (in [0, 1]), as used for AlexNet's lighting noise.
+# What each preset does in training, with the paper section that specifies it (error messages and docs list these).
+# Sizes are the papers', for a 224 crop: they scale with image_size (S in [256, 512] becomes [256, 512] / 224 x
+# image_size), so the same preset serves 28-px digits and 224-px photographs.
+PRESETS: dict[str, str] = {
+    "imagenet": "random-resized crop (8-100 % of the area, aspect 3/4-4/3) + flip: torchvision's reference recipe",
+    "small": "resize to image_size, pad by 1/8 and random crop + flip (He et al. 2016 §4.2, CIFAR-10)",
+    "alexnet": "shorter side 256, central 256 square, random 224 crop + flip, PCA lighting 0.1 "
+    "(Krizhevsky et al. 2012 §2, §4.1)",
+    "vgg": "scale jittering: shorter side S uniform in [256, 512], random 224 crop + flip, PCA lighting 0.1 "
+    "(Simonyan & Zisserman 2015 §3.1)",
+    "resnet": "scale augmentation: shorter side uniform in [256, 480], random 224 crop + flip, PCA lighting 0.1 "
+    "(He et al. 2016 §3.4)",
+    "googlenet": "random-resized crop (8-100 % of the area, aspect 3/4-4/3) + flip, Howard's photometric distortions "
+    "(brightness, contrast, saturation x U(0.5, 1.5) in random order), PCA lighting 0.1 (Szegedy et al. 2015 §6)",
+}
+# The training shorter side S of the presets that rescale before a random crop, in the papers' pixels (224 crop).
+SHORTER_SIDE: dict[str, tuple[int, int]] = {"alexnet": (256, 256), "vgg": (256, 512), "resnet": (256, 480)}
+# AlexNet's PCA lighting noise (alphastd 0.1), reused by VGG ("random RGB colour shift"), ResNet ("the standard colour
+# augmentation of [AlexNet]") and Howard 2013 (after his colour manipulations).
+LIGHTING: dict[str, float] = {"alexnet": 0.1, "vgg": 0.1, "resnet": 0.1, "googlenet": 0.1}
+# Howard 2013 §2.1: PIL's brightness, contrast and colour enhancements, each by a factor uniform in [0.5, 1.5], in a
+# random order: torchvision's ColorJitter draws and orders its factors the same way.
+PHOTOMETRIC: dict[str, float] = {"googlenet": 0.5}
+
+# Principal components of ImageNet's RGB pixel values (in [0, 1]), as used for AlexNet's lighting noise; the columns
+# of IMAGENET_EIGVEC are the eigenvectors, the first (grey) has the largest eigenvalue.
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 
 
-class PCALighting(torch.nn.Module):
+class PCALighting(v2.Transform):
     """AlexNet's "fancy PCA" colour augmentation (Krizhevsky et al. 2012, §4.1).
 
     Adds ``eigvec @ (alpha * eigval)`` to every pixel, alpha ~ N(0, std) drawn once per image: the intensity
-    and colour of the illumination change, the object's identity does not. Input: 3 x H x W floats in [0, 1].
+    and colour of the illumination change along the principal components of natural images' colours, the
+    object's identity does not. Input: a 3 x H x W float image in [0, 1] (after ``ToDtype(float32, scale=True)``);
+    values are not clipped, as in the paper. Other inputs of a sample (labels, masks, boxes) pass through.
+
+    Args:
+        std: Standard deviation of alpha (the paper's 0.1).
+        eigval: Eigenvalues of the RGB covariance (ImageNet's by default).
+        eigvec: Eigenvectors, one per column, in the order of ``eigval``.
     """
 
-    def __init__(self, std: float) -> None:
-        super().__init__()
-        self.std = std
-        self.register_buffer("eigval", torch.tensor(IMAGENET_EIGVAL))
-        self.register_buffer("eigvec", torch.tensor(IMAGENET_EIGVEC))
+    _transformed_types = (tv_tensors.Image, F.is_pure_tensor)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def __init__(
+        self,
+        std: float = 0.1,
+        eigval: tuple[float, float, float] = IMAGENET_EIGVAL,
+        eigvec: tuple[tuple[float, float, float], ...] = IMAGENET_EIGVEC,
+    ) -> None:
+        super().__init__()
+        if std < 0:
+            raise ValueError(f"PCA lighting std must be >= 0 (0.1 in the paper), got {std}")
+        self.std = std
+        self.register_buffer("eigval", torch.tensor(eigval, dtype=torch.float32))
+        self.register_buffer("eigvec", torch.tensor(eigvec, dtype=torch.float32))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         alpha = torch.randn(3) * self.std
-        shift = self.eigvec @ (alpha * self.eigval)  # 3
-        return image + shift.view(3, 1, 1)
+        return {"shift": self.eigvec @ (alpha * self.eigval)}  # 3: one RGB offset for the whole image
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not inpt.is_floating_point() or inpt.shape[-3] != 3:
+            raise TypeError(
+                f"PCA lighting needs a 3-channel float image in [0, 1], got {inpt.dtype} of shape "
+                f"{tuple(inpt.shape)}: put it after v2.ToDtype(torch.float32, scale=True)"
+            )
+        shifted = inpt + params["shift"].to(inpt).view(3, 1, 1)
+        return tv_tensors.wrap(shifted, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else shifted
+
+
+class CentralSquare(v2.Transform):
+    """The central min(H, W) square of an image (AlexNet §2: "cropped out the central 256x256 patch")."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"size": [min(v2.query_size(flat_inputs))] * 2}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(F.center_crop, inpt, params["size"])
+
+
+def check_augmentation(preset: str, shorter_side: tuple[int, int] | None = None, lighting: float | None = None) -> None:
+    """Raise ``ValueError`` for an unknown preset, a ``shorter_side`` the preset cannot take, a negative lighting."""
+    if lighting is not None and lighting < 0:
+        raise ValueError(f"lighting is the std of PCA lighting noise: >= 0 (0.1 in AlexNet's §4.1), got {lighting}")
+    if preset not in PRESETS:
+        listing = "\n".join(f"  {name}: {what}" for name, what in PRESETS.items())
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of:\n{listing}")
+    if shorter_side is None:
+        return
+    if preset not in SHORTER_SIDE:
+        raise ValueError(
+            f"shorter_side {list(shorter_side)} applies to the presets that rescale before a random crop "
+            f"({', '.join(SHORTER_SIDE)}); preset {preset!r} does not: leave shorter_side out"
+        )
+    low, high = shorter_side
+    if not 224 <= low <= high:
+        raise ValueError(
+            f"shorter_side {list(shorter_side)} must be [low, high] with 224 <= low <= high, in the papers' pixels "
+            "for a 224 crop (VGG's jittering: [256, 512]; a fixed scale: [256, 256])"
+        )
+
+
+def evaluation_resize(preset: str) -> str:
+    """The preset's evaluation resize rule (``DataSpec.resize``): "resize" for "small", else the 256 -> 224
+    centre crop."""
+    check_augmentation(preset)
+    return "resize" if preset == "small" else "center_crop"
+
+
+def scaled(side: int, image_size: int) -> int:
+    """A side of the papers' 224-pixel crops, at this image_size."""
+    return round(side * image_size / 224)
+
+
+def training_transform(
+    preset: Preset,
+    image_size: int,
+    hflip: bool = True,
+    lighting: float | None = None,
+    rotation: float = 0.0,
+    scale_jitter: float = 0.0,
+    shorter_side: tuple[int, int] | None = None,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> v2.Compose:
+    """PIL image -> normalised float tensor 3 x image_size x image_size, augmented by ``preset`` (``PRESETS``).
+
+    Args:
+        preset: The training augmentation, a key of ``PRESETS``.
+        image_size: Side of the square crop; the papers' sizes (for a 224 crop) are scaled by image_size / 224.
+        hflip: Random horizontal flips (turn off for digits and text).
+        lighting: PCA lighting std; None takes the preset's (0.1 for alexnet, vgg, resnet, googlenet; else off).
+        rotation: Random rotation up to this many degrees either way (any preset).
+        scale_jitter: Random rescaling by up to this fraction around the crop's centre (any preset).
+        shorter_side: alexnet, vgg, resnet: the shorter side S before the random crop, [low, high] in the papers'
+            pixels (uniform in the range: scale jittering); None takes the preset's (``SHORTER_SIDE``).
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation standard deviation.
+    """
+    check_augmentation(preset, shorter_side, lighting)
+    if preset in ("imagenet", "googlenet"):
+        geometry = [v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)]
+    elif preset == "small":
+        geometry = [v2.Resize((image_size, image_size), antialias=True)]
+        geometry.append(v2.RandomCrop(image_size, padding=max(1, image_size // 8)))
+    else:
+        low, high = (scaled(side, image_size) for side in shorter_side or SHORTER_SIDE[preset])
+        # AlexNet crops the image to its central square first: its crops never reach the longer side's ends.
+        geometry = [CentralSquare()] if preset == "alexnet" else []
+        geometry += [v2.RandomResize(low, high + 1, antialias=True), v2.RandomCrop(image_size)]  # S in [low, high]
+    if rotation or scale_jitter:
+        geometry.append(v2.RandomAffine(rotation, scale=(1 - scale_jitter, 1 + scale_jitter)))
+    if hflip:
+        geometry.append(v2.RandomHorizontalFlip())
+    photometric: list[v2.Transform] = []
+    if preset in PHOTOMETRIC:
+        strength = PHOTOMETRIC[preset]
+        photometric.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
+    lighting = LIGHTING.get(preset, 0.0) if lighting is None else lighting
+    if lighting > 0:
+        photometric.append(PCALighting(lighting))
+    return v2.Compose(
+        [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *photometric, v2.Normalize(mean, std)]
+    )
 
 
 def classification_transform(
@@ -42,51 +188,31 @@ def classification_transform(
     image_size: int,
     train: bool,
     hflip: bool = True,
-    lighting: float = 0.0,
+    lighting: float | None = None,
     rotation: float = 0.0,
     scale_jitter: float = 0.0,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     crops: int = 1,
+    shorter_side: tuple[int, int] | None = None,
 ) -> v2.Compose:
-    """PIL image -> normalised float tensor 3 x image_size x image_size (crops x 3 x image_size x image_size with
-    ``crops=10`` in evaluation: torchvision's TenCrop of the resized image, the four corners and the centre and
-    their mirror images, AlexNet's and ResNet's test protocol).
+    """The training transform of ``preset`` (``training_transform``, which documents the arguments), or the
+    evaluation one: the preset's resize rule (``evaluation_resize``), the same for every preset but "small".
 
-    "imagenet": train = random-resized-crop (scale 0.08-1, Szegedy et al. 2015) + flip; eval = resize to
-    image_size * 256/224 then centre-crop (the 256 -> 224 single-crop protocol of torchvision's published numbers).
-    "small" (32x32-class images): train = resize, pad-4/32 random crop + flip (He et al. 2016 §4.2);
-    eval = resize only; ``rotation`` (degrees) and ``scale_jitter`` add a random affine warp in training, the
-    classic augmentation for handwriting. ``lighting`` > 0 adds AlexNet's PCA lighting noise with that standard
-    deviation (any preset).
+    In evaluation, ``crops=10`` gives crops x 3 x image_size x image_size: torchvision's TenCrop of the image resized
+    to image_size x 256/224, the four corners and the centre and their mirror images (AlexNet's and ResNet's test
+    protocol).
     """
-    if preset not in ("imagenet", "small"):
-        raise ValueError(f"preset must be 'imagenet' or 'small', got {preset!r}")
-    if not train and crops == 1:
-        return evaluation_transform("center_crop" if preset == "imagenet" else "resize", image_size, mean, std)
-    if preset == "imagenet":
-        if train:
-            geometry = [v2.RandomResizedCrop(image_size, antialias=True)]
-        else:
-            geometry = [v2.Resize(round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size)]
-    else:
-        geometry = [v2.Resize((image_size, image_size), antialias=True)]
-        if train:
-            geometry.append(v2.RandomCrop(image_size, padding=max(1, image_size // 8)))
-            if rotation or scale_jitter:
-                geometry.append(v2.RandomAffine(rotation, scale=(1 - scale_jitter, 1 + scale_jitter)))
-    if train and hflip:
-        geometry.append(v2.RandomHorizontalFlip())
-    photometric = [PCALighting(lighting)] if train and lighting > 0 else []
-    if crops not in (1, 10):
+    if train:
+        return training_transform(preset, image_size, hflip, lighting, rotation, scale_jitter, shorter_side, mean, std)
+    resize = evaluation_resize(preset)
+    if crops == 1:
+        return evaluation_transform(resize, image_size, mean, std)
+    if crops != 10:
         raise ValueError(f"test crops must be 1 or 10, got {crops}")
-    multi_crop = []
-    if crops == 10 and not train:  # resize only, then the ten crops of it
-        geometry = [geometry[0] if preset == "imagenet" else v2.Resize(round(image_size * 256 / 224), antialias=True)]
-        multi_crop = [v2.TenCrop(image_size), StackCrops()]
     return v2.Compose(
-        [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *photometric, v2.Normalize(mean, std),
-         *multi_crop]
+        [v2.ToImage(), v2.Resize(scaled(256, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True),
+         v2.Normalize(mean, std), v2.TenCrop(image_size), StackCrops()]
     )  # fmt: skip
 
 
