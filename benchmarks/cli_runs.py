@@ -37,7 +37,9 @@ def fit_and_test(config: Path, save_dir: Path, *extra: str) -> tuple[float, Path
     fit_seconds = time.perf_counter() - start
     subprocess.run([*cli, "test", *common, "--ckpt_path", "best"], check=True, capture_output=True)
     runs = sorted((save_dir / config.stem).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    return fit_seconds, runs[0], runs[-1]
+    # `test --ckpt_path best` logs into the fit run's own test/ folder.
+    test_run = runs[0] / "test" if (runs[0] / "test" / "metrics.csv").is_file() else runs[-1]
+    return fit_seconds, runs[0], test_run
 
 
 def describe_checkpoint(run_dir: Path) -> dict:

@@ -281,7 +281,7 @@ class LitModelsCLI(LightningCLI):
         # Data that turns out bad once read (a missing split, an unreadable image, a checkpoint trained on other
         # classes), no run to take --ckpt_path from, or predictions already there end the run with their message;
         # every other exception keeps its traceback.
-        with errors_as_messages((DataError, ClassNamesMismatchError, UsageError, FileExistsError)):
+        with errors_as_messages((DataError, ClassNamesMismatchError, UsageError, FileExistsError, InitError)):
             super()._run_subcommand(subcommand)
 
     def _resolve_ckpt_path(self) -> None:

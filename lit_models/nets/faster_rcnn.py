@@ -8,8 +8,10 @@ TwoMLPHead, FastRCNNPredictor); this module chooses the trunk, the pooling and t
 
 Deviations from the paper:
 
-* Training is end to end (the paper's "approximate joint training", §3.2, which it reports as equally accurate and
-  faster), not the 4-step alternating scheme. Background RoIs are those under IoU 0.5 (the paper: [0.1, 0.5)).
+* By default training is end to end (``train_parts="all"``, the paper's "approximate joint training", §3.2, which it
+  reports as equally accurate and faster). The 4-step alternating scheme is built from ``train_parts``,
+  ``freeze_trunk`` and a separate proposal network (:meth:`FasterRCNNNet.add_proposer`); see
+  configs/detection/faster_rcnn_4step_*.yaml. Background RoIs are those under IoU 0.5 (the paper: [0.1, 0.5)).
 * The RoI head is a two-layer MLP without dropout. With VGG-16 and ``representation_size=4096`` it has the shape
   of VGG's fc6/fc7, and :meth:`FasterRCNNNet.load_backbone_weights` initialises it from them as the paper does.
 * ResNet trunks end at conv4_x (stride 16) and feed the MLP head; the ResNet paper instead runs conv5_x on
@@ -20,19 +22,28 @@ Deviations from the paper:
 
 from __future__ import annotations
 
+import copy
 import os
-from typing import Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, get_args
 
+import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from lit_models.nets.backbones import Backbone, Trunk, copy_vgg_fc
 from lit_models.nets.roi_pooling import roi_pool
 
 POOLED_SIZE = 7  # the RoI grid: VGG-16's pool5 is 7 x 7 at 224 px, so fc6 fits it
+TrainParts = Literal["all", "rpn", "detector"]
+TRAIN_PARTS: tuple[str, ...] = get_args(TrainParts)
 
 
 class RoIMaxPool(nn.Module):
@@ -72,6 +83,8 @@ class FasterRCNNNet(FasterRCNN):
         box_score_thresh: float = 0.05,
         box_nms_thresh: float = 0.3,
         box_detections_per_img: int = 100,
+        train_parts: TrainParts = "all",
+        freeze_trunk: bool = False,
     ) -> None:
         """Build the detector.
 
@@ -98,11 +111,20 @@ class FasterRCNNNet(FasterRCNN):
             box_score_thresh: Detections below this score are dropped (0.05, as mAP evaluation wants).
             box_nms_thresh: Per-class NMS IoU at test (paper: 0.3).
             box_detections_per_img: Most detections kept per image (100).
+            train_parts: What ``loss`` trains: "all" (RPN and detector together, the paper's approximate joint
+                training), "rpn" (the RPN's losses only; the detector head is fixed) or "detector" (the Fast R-CNN
+                head's losses only, on proposals of a fixed RPN: the net's own, or a separate proposer's). The 4-step
+                alternating training is rpn, detector, rpn on a frozen trunk, detector on a frozen trunk.
+            freeze_trunk: Keep the shared convolutional trunk fixed: no gradient, and always in evaluation mode so
+                its BatchNorm statistics do not move either (steps 3 and 4, which tune only the layers unique to the
+                RPN, then to the detector).
         """
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
         if roi_pool not in ("pool", "align"):
             raise ValueError(f"roi_pool must be 'pool' (the paper's RoI max pooling) or 'align', got {roi_pool!r}")
+        if train_parts not in TRAIN_PARTS:
+            raise ValueError(f"train_parts must be one of {TRAIN_PARTS}, got {train_parts!r}")
         if not anchor_sizes or not aspect_ratios or min(anchor_sizes) <= 0 or min(aspect_ratios) <= 0:
             raise ValueError(f"anchor sizes {anchor_sizes} and aspect ratios {aspect_ratios} must be positive")
         trunk = Trunk(backbone, width_mult, batch_norm, stride=16)
@@ -130,24 +152,82 @@ class FasterRCNNNet(FasterRCNN):
         )
         if roi_pool == "pool":  # torchvision's constructor accepts only its RoIAlign pooler
             self.roi_heads.box_roi_pool = RoIMaxPool(1.0 / trunk.stride)
+        self.train_parts, self.freeze_trunk = train_parts, freeze_trunk
+        self.proposer: Proposer | None = None
+        # Parameters outside train_parts get no gradient; requires_grad off also keeps them out of the optimizer.
+        fixed = {"all": [], "rpn": [self.roi_heads], "detector": [self.rpn]}[train_parts]
+        for module in fixed + ([self.backbone] if freeze_trunk else []):
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def add_proposer(self) -> Proposer:
+        """Give the detector a separate, fixed proposal network (trunk + RPN of this net's architecture), as in the
+        4-step scheme's step 2, where Fast R-CNN trains its own trunk on the proposals of step 1's RPN. Its weights
+        are the caller's to load (``FasterRCNN(proposals_from=...)`` loads an earlier checkpoint's)."""
+        if self.train_parts != "detector":
+            raise ValueError(
+                f"a separate proposal network proposes for a detector-only step (train_parts='detector'); this net "
+                f"trains {self.train_parts!r}, whose own RPN proposes"
+            )
+        self.proposer = Proposer(copy.deepcopy(self.backbone), copy.deepcopy(self.rpn))
+        self.train(self.training)  # the proposer in evaluation mode from the start (Lightning keeps each module's mode)
+        return self.proposer
+
+    def train(self, mode: bool = True) -> FasterRCNNNet:
+        super().train(mode)
+        for fixed in (self.backbone if self.freeze_trunk else None, self.proposer):
+            if fixed is not None:
+                fixed.eval()  # BatchNorm statistics stay as they were trained
+        return self
+
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """torchvision's contract: the losses in training mode, the detections in evaluation mode."""
+        return self.loss(images, targets) if self.training else self.predict(images)
 
     def loss(self, images: Tensor | list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
-        """RPN objectness + box regression and Fast R-CNN classification + box regression losses, whatever mode the
-        net is in: torchvision's detector, RPN and RoI heads return losses only when their ``training`` flag is set,
-        so those three flags are set for this call (the backbone keeps its mode: BN statistics, dropout)."""
+        """The losses of ``train_parts``: RPN objectness + box regression, Fast R-CNN classification + box regression,
+        whatever mode the net is in (torchvision's RPN and RoI heads give losses only with their ``training`` flag
+        set, so it is set for this call; the trunk keeps its mode: BN statistics)."""
         boxes = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        switched = [(module, module.training) for module in (self, self.rpn, self.roi_heads)]
-        for module, _ in switched:
-            module.training = True
-        try:
-            return self(list(images), boxes)
-        finally:
-            for module, training in switched:
-                module.training = training
+        with heads_training(self, True):
+            batch, boxes = self.transform(list(images), boxes)
+            features = {"0": self.backbone(batch.tensors)}
+            if self.train_parts == "detector":
+                proposals, losses = self.regions(batch, features), {}
+            else:
+                proposals, losses = self.rpn(batch, features, boxes)
+            if self.train_parts != "rpn":
+                losses = {**self.roi_heads(features, proposals, batch.image_sizes, boxes)[1], **losses}
+        return losses
 
     def predict(self, images: Tensor | list[Tensor]) -> list[dict[str, Tensor]]:
         """Per image: boxes (xyxy, input pixels), scores and labels (1..K) after per-class NMS."""
-        return self(list(images))
+        images = list(images)
+        with heads_training(self, False):
+            batch, _ = self.transform(images)
+            features = {"0": self.backbone(batch.tensors)}
+            proposals = self.regions(batch, features)
+            detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
+        return self.transform.postprocess(detections, batch.image_sizes, [image.shape[-2:] for image in images])
+
+    def propose(self, images: Tensor | list[Tensor]) -> list[Tensor]:
+        """Per image: the proposals the detector head sees at test time (R x 4 xyxy in input pixels, best first;
+        ``rpn_post_nms_top_n_test`` at most), from the separate proposer where there is one, else the net's RPN."""
+        images = list(images)
+        with heads_training(self, False):
+            batch, _ = self.transform(images)
+            proposals = self.regions(batch, {"0": self.backbone(batch.tensors)})
+        return [resize_boxes(boxes, size, image.shape[-2:])
+                for boxes, size, image in zip(proposals, batch.image_sizes, images, strict=True)]  # fmt: skip
+
+    def regions(self, batch: ImageList, features: dict[str, Tensor]) -> list[Tensor]:
+        """The detector head's proposals for a transformed batch, without gradient or RPN losses: the proposer's
+        (on its own trunk) where there is one, else the net's RPN's on ``features``."""
+        if self.proposer is not None:
+            return self.proposer(batch, training=self.rpn.training)
+        return rpn_proposals(self.rpn, batch, features)
 
     def load_backbone_weights(self, path: str | os.PathLike) -> None:
         """Initialise the trunk (and, for VGG-16 with a 4096-wide head, fc6/fc7) from classifier weights
@@ -157,6 +237,55 @@ class FasterRCNNNet(FasterRCNN):
         head: TwoMLPHead = self.roi_heads.box_head
         # fc6 sees the 7x7 pooled conv5_3 exactly as VGG's first Linear sees pool5: the paper copies both.
         copy_vgg_fc(classifier, head.fc6, head.fc7)
+
+
+class Proposer(nn.Module):
+    """A fixed trunk and RPN proposing regions for a detector that has its own trunk (the 4-step scheme's step 2).
+
+    Always in evaluation mode and without gradients; it proposes with the RPN's training numbers
+    (``rpn_*_top_n_train``) while the detector trains, and its test numbers otherwise, as one precomputed set of
+    proposals per setting would.
+    """
+
+    def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork) -> None:
+        super().__init__()
+        self.backbone, self.rpn = backbone, rpn
+        self.requires_grad_(False)
+
+    def forward(self, batch: ImageList, training: bool = False) -> list[Tensor]:
+        self.rpn.training = training
+        try:
+            return rpn_proposals(self.rpn, batch, {"0": self.backbone(batch.tensors)})
+        finally:
+            self.rpn.training = False
+
+
+@torch.no_grad()
+def rpn_proposals(rpn: RegionProposalNetwork, batch: ImageList, features: dict[str, Tensor]) -> list[Tensor]:
+    """``rpn``'s proposals, best first, in the transformed batch's pixels, without its losses (torchvision's RPN
+    computes those whenever its ``training`` flag is set, which also picks the training top-n numbers used here)."""
+    maps = list(features.values())
+    objectness, deltas = rpn.head(maps)
+    anchors = rpn.anchor_generator(batch, maps)
+    per_level = [o[0].numel() for o in objectness]  # anchors per level: A x H x W
+    objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+    proposals = rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
+    return rpn.filter_proposals(proposals, objectness, batch.image_sizes, per_level)[0]
+
+
+@contextmanager
+def heads_training(net: FasterRCNNNet, training: bool) -> Iterator[None]:
+    """Set the ``training`` flag of the net and its RPN and RoI heads (which choose losses or detections, and the
+    RPN's proposal numbers) for a block, leaving the trunk's mode (BatchNorm) as it is."""
+    modules = (net, net.rpn, net.roi_heads)
+    before = [module.training for module in modules]
+    for module in modules:
+        module.training = training
+    try:
+        yield
+    finally:
+        for module, flag in zip(modules, before, strict=True):
+            module.training = flag
 
 
 def freeze_first_convs(trunk: nn.Module, count: int) -> None:
