@@ -49,8 +49,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/claims.py
 	$(BIN)/python benchmarks/digits.py
+	$(BIN)/python benchmarks/augmentation.py
 	$(BIN)/python benchmarks/segmentation.py
 	$(BIN)/python benchmarks/sequence.py
 	# The proposal detectors' speed table times the Faster R-CNN and YOLO v1 checkpoints of detection.py beside them.
 	runs=$$(mktemp -d) && $(BIN)/python benchmarks/detection.py --keep $$runs && \
 		$(BIN)/python benchmarks/proposal_detection.py --detection-runs $$runs
+	$(BIN)/python benchmarks/faster_rcnn_training.py --seeds 0 1 2

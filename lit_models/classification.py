@@ -21,6 +21,7 @@ from lit_models.nets.googlenet import GoogLeNetOutputs
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 from lit_models.nets.weights import load_weights
+from lit_models.nets.yolo import YOLOv1ClassifierNet
 from lit_models.pictures import Picture, Sample, confusion_picture
 from lit_models.predictions import ClassPrediction
 from lit_models.task import TaskModule, input_names
@@ -225,3 +226,14 @@ class DenseNet(ImageClassifier):
     def build_net(self, num_classes: int, **net_args: Any) -> DenseNetNet:
         """``net_args``: :class:`lit_models.nets.densenet.DenseNet`'s arguments."""
         return DenseNetNet(num_classes=num_classes, **net_args)
+
+
+class YOLOClassifier(ImageClassifier):
+    """Redmon et al. 2016, §2.2: YOLO v1's first 20 convolutions + average pool + fully connected layer, pre-trained
+    as an ImageNet classifier at half the detector's input (224 for 448). ``lit_models.YOLOv1`` then starts from its
+    checkpoint (``--init_from``, or the ``detection/yolov1_pretrained_*`` chains) with its own 4 convolutions and 2
+    fully connected layers added."""
+
+    def build_net(self, num_classes: int, **net_args: Any) -> YOLOv1ClassifierNet:
+        """``net_args``: :class:`lit_models.nets.yolo.YOLOv1ClassifierNet`'s arguments."""
+        return YOLOv1ClassifierNet(num_classes=num_classes, **net_args)

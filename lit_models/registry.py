@@ -16,6 +16,7 @@ MODELS = {
     "GoogLeNet": "lit_models.classification",
     "ResNet": "lit_models.classification",
     "DenseNet": "lit_models.classification",
+    "YOLOClassifier": "lit_models.classification",
     "FCN": "lit_models.segmentation",
     "RCNN": "lit_models.detection",
     "SPPNet": "lit_models.detection",

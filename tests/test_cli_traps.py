@@ -204,6 +204,7 @@ MODULES = {
     # No data.image_size: the data takes the model's.
     "YOLOv1": ("DetectionDataModule", ["--model.width_mult", "0.125", "--model.representation_size", "32",
                                        "--model.image_size", "64", "--model.grid_size", "4"]),
+    "YOLOClassifier": ("ImageFolderDataModule", ["--model.width_mult", "0.0625"]),
     "Markov": ("TextDataModule", ["--model.window", "4", "--model.hidden_size", "8", "--model.embedding_dim", "4"]),
     "RNN": ("TextDataModule", ["--model.hidden_size", "8", "--model.embedding_dim", "4"]),
     "LSTM": ("TextDataModule", ["--model.hidden_size", "8", "--model.embedding_dim", "4"]),

@@ -15,7 +15,7 @@ import lit_models
 from lit_models.cli import LitModelsCLI
 
 MODULES = ["AlexNet", "VGG", "GoogLeNet", "ResNet", "DenseNet", "FCN", "RCNN", "SPPNet", "FastRCNN", "FasterRCNN",
-           "YOLOv1", "Markov", "RNN", "LSTM", "GRU"]  # fmt: skip
+           "YOLOv1", "YOLOClassifier", "Markov", "RNN", "LSTM", "GRU"]  # fmt: skip
 # What a module hands its net itself: the output size, and GoogLeNet's auxiliary heads (on when aux_weight > 0).
 SET_BY_MODULE = {"num_classes", "aux_logits"}
 

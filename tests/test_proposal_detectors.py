@@ -108,9 +108,11 @@ def test_fit_test_predict_in_new_processes_on_voc(detector, shapes_tree, tmp_pat
     assert checkpoint["class_names"] == CLASS_NAMES and checkpoint["epoch"] == 1
     metrics = (runs / "version_0" / "metrics.csv").read_text()
     assert "val/map_50" in metrics
-    if detector != "fast_rcnn":  # epoch 0 fine-tunes, epoch 1 trains the SVMs and box regressors
-        assert "train/loss_svm" in metrics and "train/loss_classifier" in metrics
+    if detector != "fast_rcnn":  # epoch 0 fine-tunes; epoch 1 mines the SVMs, then trains the box regressors
+        assert "train/loss_classifier" in metrics and "train/loss_box_reg" in metrics
+        assert "train/svm_solve_seconds" in metrics and "train/loss_svm" not in metrics
         assert bool(checkpoint["state_dict"]["net.svm_trained"])
+        assert len(list((runs / "svm_cache").glob("*.pt"))) == 6  # the 6 training images' features
     assert len(list((tmp_path / "proposals").rglob("*.npy"))) == 9  # fit: train and val images only
 
     run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)

@@ -63,16 +63,19 @@ def detection_transform(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     translate: float = 0.0,
+    exposure: float = 1.0,
+    saturation: float = 1.0,
 ) -> v2.Compose:
     """Joint training transform of (tv_tensors.Image uint8, targets dict with tv_tensors.BoundingBoxes) -> same,
     normalised.
 
     Zoom by s in scale_range and shift by up to ``translate`` of each side within the same canvas (``RandomAffine``,
     the uncovered border in the mean colour: YOLO v1's "random scaling and translations of up to 20%"), random
-    horizontal flip, resize to image_size x image_size (if set), then ``SanitizeBoundingBoxes`` drops boxes under
-    1 px together with their labels, difficult and iscrowd flags. Region proposals (``proposals`` in the targets
-    dict, BoundingBoxes) move with the image; those under 1 px after the geometry are dropped. Evaluation: the
-    resize only (``DetectionDataModule.transform``), no box is dropped.
+    horizontal flip, resize to image_size x image_size (if set), exposure and saturation scaled in HSV by up to
+    ``exposure`` and ``saturation`` (:class:`HSVJitter`), then ``SanitizeBoundingBoxes`` drops boxes under 1 px
+    together with their labels, difficult and iscrowd flags (the affine has clipped them to the image). Region
+    proposals (``proposals`` in the targets dict, BoundingBoxes) move with the image; those under 1 px after the
+    geometry are dropped. Evaluation: the resize only (``DetectionDataModule.transform``), no box is dropped.
     """
     geometry: list[v2.Transform] = []
     if tuple(scale_range) != (1.0, 1.0) or translate > 0:
@@ -83,7 +86,49 @@ def detection_transform(
     if image_size:
         geometry.append(v2.Resize((image_size, image_size), antialias=True))
     to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
-    return v2.Compose([*geometry, to_float, v2.Normalize(mean, std), SanitizeTargets()])
+    colour = [HSVJitter(exposure, saturation)] if exposure > 1 or saturation > 1 else []
+    return v2.Compose([*geometry, to_float, *colour, v2.Normalize(mean, std), SanitizeTargets()])
+
+
+class HSVJitter(v2.Transform):
+    """YOLO v1's colour augmentation (§2.2: "randomly adjust the exposure and saturation of the image by up to a
+    factor of 1.5 in the HSV color space"), on float RGB images in [0, 1]; boxes pass through.
+
+    Each factor is drawn as the reference Darknet code draws it: f uniform in [1, max], then f or 1/f with even
+    odds. Value (exposure) becomes min(f V, 1) and saturation min(f S, 1), hue kept: computed on RGB directly,
+    since at a fixed hue and value every channel lies (V - c) = S V k below the brightest one, k fixed by the hue.
+    """
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, exposure: float = 1.5, saturation: float = 1.5) -> None:
+        """Set the largest factors.
+
+        Args:
+            exposure: Largest factor of the HSV value, either way (1: unchanged).
+            saturation: Largest factor of the HSV saturation, either way (1: unchanged).
+        """
+        super().__init__()
+        if not (exposure >= 1 and saturation >= 1):
+            raise ValueError(f"exposure and saturation are factors >= 1 (1 = off), got {exposure} and {saturation}")
+        self.exposure, self.saturation = exposure, saturation
+
+    @staticmethod
+    def factor(largest: float) -> float:
+        scale = 1 + (largest - 1) * torch.rand(()).item()
+        return scale if torch.rand(()).item() < 0.5 else 1 / scale
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, float]:
+        return {"exposure": self.factor(self.exposure), "saturation": self.factor(self.saturation)}
+
+    def transform(self, inpt: Any, params: dict[str, float]) -> Any:
+        value = inpt.amax(-3, keepdim=True)  # ... x 1 x H x W: V
+        spread = value - inpt.amin(-3, keepdim=True)  # S x V
+        # S' / S = min(f, 1 / S): a grey pixel (S = 0) stays grey, a saturated one stays at S = 1.
+        ratio = torch.minimum(torch.full_like(value, params["saturation"]), value / spread.clamp(min=1e-6))
+        out = value - ratio * (value - inpt)
+        gain = (params["exposure"] * value).clamp(max=1) / value.clamp(min=1e-6)  # V' / V
+        return tv_tensors.wrap((out * gain).clamp(0, 1), like=inpt)
 
 
 def sanitized_fields(inputs: tuple[Any, dict[str, Any]]) -> tuple[torch.Tensor, ...]:
@@ -226,6 +271,8 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         hflip: bool = True,
         scale_range: tuple[float, float] = (1.0, 1.0),
         translate: float = 0.0,
+        exposure: float = 1.0,
+        saturation: float = 1.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         batch_size: int = 8,
@@ -267,6 +314,10 @@ class DetectionDataModule(AnnotatedImagesDataModule):
             scale_range: Training zoom by a factor drawn from this range, the image keeping its size (objects grow
                 or shrink, the border is cut or filled with the mean colour); (1, 1) disables it.
             translate: Training shift by up to this fraction of the width and height (YOLO v1: 0.2).
+            exposure: Training exposure (HSV value) scaled by a random factor up to this either way (YOLO v1: 1.5);
+                1 disables it.
+            saturation: Training HSV saturation scaled by a random factor up to this either way (YOLO v1: 1.5); 1
+                disables it.
             mean: Per-channel normalisation mean (ImageNet's by default).
             std: Per-channel normalisation standard deviation.
             batch_size: Training batch size per device.
@@ -295,6 +346,11 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         check_fractions(val_fraction, scale_range)
         if not 0 <= translate < 1:
             raise ValueError(f"translate is a fraction of the image side in [0, 1), got {translate}")
+        if not (exposure >= 1 and saturation >= 1):
+            raise ValueError(
+                f"exposure and saturation are the largest factors either way, >= 1 (1 = off), got {exposure} and "
+                f"{saturation}: YOLO v1 uses 1.5 for both"
+            )
         if not set(splits or {}) <= {"train", "val", "test"}:
             raise ValueError(f"data.splits maps the roles train, val and test to list names, got {splits}")
         if format not in ("auto", "voc", "coco"):
@@ -422,7 +478,14 @@ class DetectionDataModule(AnnotatedImagesDataModule):
         if not train:
             return v2.Compose([self.spec.preprocess(), DropSmallProposals()])
         return detection_transform(
-            hp.image_size, hp.hflip, tuple(hp.scale_range), tuple(hp.mean), tuple(hp.std), hp.translate
+            hp.image_size,
+            hp.hflip,
+            tuple(hp.scale_range),
+            tuple(hp.mean),
+            tuple(hp.std),
+            hp.translate,
+            hp.exposure,
+            hp.saturation,
         )
 
     def split_location(self, split: str) -> Path:
@@ -454,5 +517,10 @@ class DetectionDataModule(AnnotatedImagesDataModule):
 
     def dataset(self, samples: list[Sample], train: bool = False) -> DetectionDataset:
         return DetectionDataset(samples, self.transform(train), self.hparams.skip_corrupt, self.proposal_cache)
+
+    # --- R-CNN's feature cache (lit_models.detection.feature_cache) reads the training images unaugmented.
+    def evaluation_dataset(self, role: str) -> DetectionDataset:
+        """A role's images (after ``setup``), in order, with the evaluation transform: no flips, zoom or shift."""
+        return self.dataset(self.split_dataset(role, 1).samples)
 
     # The seeded hold-out is the same as segmentation's (it only uses root, val_fraction and split_seed).

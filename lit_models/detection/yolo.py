@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -9,7 +10,8 @@ from torch import Tensor, nn
 
 from lit_models.datamodules.spec import DataSpec
 from lit_models.detection.base import Detector
-from lit_models.nets.yolo import YOLOv1Net
+from lit_models.nets.yolo import YOLOv1ClassifierNet, YOLOv1Net
+from lit_models.stages import InitError, ParameterMapping, SourceModel
 
 
 class YOLOv1(Detector):
@@ -40,12 +42,46 @@ class YOLOv1(Detector):
         super().check_data(spec)
         check_input_size(self.net.image_size, spec.image_size)
 
+    def init_mapping(self, source: SourceModel) -> ParameterMapping:
+        """From YOLO's pre-training classifier (a ``YOLOClassifier`` checkpoint, paper §2.2): its backbone (the first
+        20 convolutions) carries over, its average pool and fully connected layer are left out, and the detector's
+        4 convolutions (``net.head``) and 2 fully connected layers (``net.fc``) start from their own
+        initialisation. From a ``YOLOv1`` checkpoint: every parameter, as it is.
+
+        Raises:
+            InitError: Another model, or a classifier built with another backbone than this detector's.
+        """
+        if source.model == "YOLOv1":
+            return super().init_mapping(source)
+        if source.model != "YOLOClassifier":
+            raise InitError(
+                f"YOLOv1 initialises from a YOLOClassifier checkpoint (its pre-training, paper §2.2) or from a YOLOv1 "
+                f"checkpoint; {source.describe()} is neither."
+            )
+        defaults = inspect.signature(YOLOv1ClassifierNet).parameters
+        differ = [
+            f"{name} {theirs!r} (this detector: {mine!r})"
+            for name in BACKBONE_ARGUMENTS
+            if (theirs := source.hparams.get(name, defaults[name].default))
+            != (mine := self.hparams.get(name, defaults[name].default))
+        ]
+        if differ:
+            raise InitError(
+                f"{source.describe()} has another backbone than this detector: {', '.join(differ)}. Give the "
+                f"classifier and the detector the same {', '.join(BACKBONE_ARGUMENTS)}."
+            )
+        return ParameterMapping(sources={"net.classifier.": None}, new=("net.head.", "net.fc."))
+
     graph_description = "images -> raw grid N x S x S x (5B + C); decode with lit_models.nets.yolo.decode"
 
     def export_graph(self) -> tuple[nn.Module, Tensor, str]:
         """The whole network on images of its input size; the decoding (thresholds, NMS) stays in PyTorch."""
         side = self.net.image_size
         return self.net, torch.randn(2, 3, side, side), self.graph_description
+
+
+# The arguments that shape the backbone a YOLOClassifier hands its detector.
+BACKBONE_ARGUMENTS = ("backbone", "width_mult", "batch_norm", "backbone_stride")
 
 
 def check_input_size(model_size: int, data_size: int | None) -> None:

@@ -9,8 +9,9 @@ each class's regressed box, per-class NMS 0.3. Shared parts: :mod:`lit_models.ne
 
 Deviations from the paper:
 
-* Single scale only: the image resized to a shorter side of ``min_size``, the longer side capped at ``max_size``
-  (the paper's 600 and 1000; :mod:`lit_models.nets.shared_map`); its multi-scale pyramid is not offered.
+* Tested at one scale: the image resized to a shorter side of ``min_size``, the longer side capped at
+  ``max_size`` (the paper's 600 and 1000; :mod:`lit_models.nets.shared_map`); its multi-scale test pyramid is not
+  offered. Multi-scale training is (``train_scales``: §2.4, §5.2's five scales, the longer side capped at 2000).
 * The truncated SVD of fc6/fc7 (§3.1) is :meth:`~lit_models.nets.region_detector.RegionDetectorNet.truncate_head`,
   used at test by ``FastRCNN(svd_ranks=...)``.
 * ``roi_pool="align"`` swaps RoI max pooling for RoIAlign (Mask R-CNN, 2017; ``aligned=True``, the half-pixel
@@ -46,6 +47,7 @@ class FastRCNNNet(SharedMapNet):
         batch_norm: bool = False,
         min_size: int | None = 600,
         max_size: int | None = 1000,
+        train_scales: list[int] | None = None,
         roi_pool: Literal["pool", "align"] = "pool",
         pool_size: int = 7,
         sampling_ratio: int = 2,
@@ -60,7 +62,10 @@ class FastRCNNNet(SharedMapNet):
             width_mult: Channel multiplier of the trunk (a size knob for tests and CPUs).
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
             min_size: The image's shorter side before the trunk (600); None: as given.
-            max_size: Cap on the longer side (1000).
+            max_size: Cap on the longer side (1000; the paper's multi-scale training: 2000).
+            train_scales: Multi-scale training: each training image's shorter side drawn from these, every time it
+                is seen (§5.2: [480, 576, 688, 864, 1200], with ``max_size`` 2000); test uses ``min_size``. None:
+                train at ``min_size`` (the paper's single-scale results).
             roi_pool: "pool" (RoI max pooling, the paper) or "align" (RoIAlign).
             pool_size: Side of the RoI grid (7: VGG-16's pool5, so fc6 fits it).
             sampling_ratio: RoIAlign's bilinear samples per bin side (<= 0: adaptive); unused by "pool".
@@ -82,6 +87,7 @@ class FastRCNNNet(SharedMapNet):
             bg_iou=bg_iou,
             min_size=min_size,
             max_size=max_size,
+            train_scales=train_scales,
             quantised=roi_pool == "pool",  # RoI max pooling reads whole cells; RoIAlign samples exact positions
             **head_args,
         )

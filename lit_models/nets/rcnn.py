@@ -21,7 +21,8 @@ Deviations from the paper:
 * The CNN is a classifier's whole convolutional part (VGG-16's pool5 kept, or a ResNet), then an adaptive
   max pool to ``pool_size`` x ``pool_size`` (identity for VGG-16 at 224 px: exactly pool5). The paper's networks
   are AlexNet at 227 px (its "T-Net") and VGG-16 at 224 ("O-Net").
-* The SVMs and box regressors are trained by SGD in the training loop (region_detector), not from a feature cache.
+* The box regressors are trained by SGD in the training loop (region_detector), not by ridge regression over a
+  feature cache; the SVMs are mined over one (:mod:`lit_models.detection.svm_mining`), or trained online.
 * ``rois_per_image`` windows per image and step (default 64: the paper's 128-window mini-batch with 2 images per
   batch), of which ``fg_fraction`` (a quarter, the paper's 32 of 128) foreground; the paper samples the 128
   uniformly over all images' windows.
@@ -54,7 +55,9 @@ def warp(image: Tensor, boxes: Tensor, warp_size: int, padding: int) -> Tensor:
 
 class RCNNNet(RegionDetectorNet):
     """Warped proposals -> whole CNN -> pool5 -> fc6/fc7 -> SVMs (and softmax for fine-tuning); box regression
-    from pool5. Staged training: ``self.stage`` is "finetune" or "svm"."""
+    from pool5. Staged training: ``self.stage`` (region_detector)."""
+
+    feature_settings = ("warp_size", "context_padding")
 
     def __init__(
         self,
@@ -96,8 +99,9 @@ class RCNNNet(RegionDetectorNet):
         self.warp_size, self.context_padding, self.crop_batch_size = warp_size, context_padding, crop_batch_size
         self.pool = nn.AdaptiveMaxPool2d(pool_size)
 
-    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
-        """sum(R_i) x C * pool_size^2: pool5 of every warped RoI, ``crop_batch_size`` crops per CNN forward."""
+    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor], training: bool = False) -> Tensor:
+        """sum(R_i) x C * pool_size^2: pool5 of every warped RoI, ``crop_batch_size`` crops per CNN forward (every
+        warp has one size: ``training`` changes nothing)."""
         features = []
         for image, boxes in zip(images, rois, strict=True):
             for chunk in boxes.split(self.crop_batch_size):

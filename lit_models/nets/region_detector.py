@@ -17,14 +17,17 @@ Deviations from the papers, common to the three nets:
   regression targets by their standard deviation, as fixed constants.
 * RoIs are sampled per image (``rois_per_image``, ``fg_fraction`` foreground); R-CNN samples its 128-window
   mini-batch uniformly over all the images' windows.
-* The staged scheme (R-CNN §2.3, Appendix B-C; SPPNet §4) trains its SVMs and box regressors online, by SGD inside
-  the training loop, not with liblinear and closed-form ridge regression over a feature cache:
+* The staged scheme (R-CNN §2.3, Appendix B-C; SPPNet §4) trains its SVMs either as the paper does, by
+  hard-negative mining over a disk cache of the frozen features (stage "box_regression":
+  :mod:`lit_models.detection.svm_mining` sets ``svm`` before it, and only the box regressors train here), or
+  online (stage "svm"), by SGD inside the training loop. Box regressors are trained by SGD in both, not by the
+  paper's closed-form ridge regression:
 
-  - SVM loss: for each foreground class c, the mean hinge ``relu(1 - s_c)`` of its positives (the ground-truth
-    boxes of class c only, as in the paper) plus the mean ``relu(1 + s_c)`` of its negatives (sampled proposals
-    under ``svm_neg_iou`` with every box of class c), summed over classes and divided by their number. Only
-    negatives inside the margin count, so SGD over randomly sampled proposals is the online counterpart of the
-    paper's hard-negative mining. The L2 penalty of the SVMs is the optimizer's weight decay.
+  - Online SVM loss: for each foreground class c, the mean hinge ``relu(1 - s_c)`` of its positives (the
+    ground-truth boxes of class c only, as in the paper) plus the mean ``relu(1 + s_c)`` of its negatives
+    (sampled proposals under ``svm_neg_iou`` with every box of class c), summed over classes and divided by their
+    number. Only negatives inside the margin count, so SGD over randomly sampled proposals is an online
+    counterpart of hard-negative mining. The L2 penalty of the SVMs is the optimizer's weight decay.
   - Box regressors: squared loss (ridge regression's; its L2 penalty again the weight decay) of the
     class-specific deltas predicted from the pooled features, for proposals at IoU >= ``box_reg_iou`` with a
     ground-truth box (targets to that box).
@@ -89,12 +92,16 @@ class RegionDetectorNet(nn.Module, ABC):
     """Trunk -> per-RoI features (``pooled``, by the subclass) -> fc6/fc7 -> class scores and class-specific boxes.
 
     ``loss(images, targets, proposals)`` returns the loss parts; ``predict(images, proposals)`` the detections.
-    ``scheme="joint"``: Fast R-CNN. ``scheme="staged"``: R-CNN's stages, chosen by ``self.stage`` ("finetune" or
-    "svm"), which the training loop sets.
+    ``scheme="joint"``: Fast R-CNN. ``scheme="staged"``: R-CNN's stages, chosen by ``self.stage`` ("finetune",
+    "svm": SVMs online and box regressors, or "box_regression": box regressors, the SVMs mined elsewhere), which
+    the training loop sets.
 
     The subclasses (:class:`~lit_models.nets.rcnn.RCNNNet`, :class:`~lit_models.nets.sppnet.SPPNetNet`,
     :class:`~lit_models.nets.fast_rcnn.FastRCNNNet`) build the trunk and pass their other keyword arguments here.
     """
+
+    # The attributes besides the weights that decide :meth:`roi_features` (a feature cache records them).
+    feature_settings: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -190,7 +197,7 @@ class RegionDetectorNet(nn.Module, ABC):
             self.bbox_pred = nn.Linear(representation_size, 4 * num_classes)  # class-specific; background's unused
             init_linear(self.bbox_pred, 0.001)
         else:
-            self.stage: Literal["finetune", "svm"] = "finetune"
+            self.stage: Literal["finetune", "svm", "box_regression"] = "finetune"
             self.svm = nn.Linear(representation_size, num_classes)  # one linear SVM per class on fc7; 0 unused
             self.box_regressor = nn.Linear(pooled_size, 4 * num_classes)  # R-CNN regresses from pool5
             init_linear(self.svm, 0.01)
@@ -198,8 +205,9 @@ class RegionDetectorNet(nn.Module, ABC):
             self.register_buffer("svm_trained", torch.tensor(False))
 
     @abstractmethod
-    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor]) -> Tensor:
-        """sum(R_i) x D_pool: each RoI's features before fc6 (RoIs in input pixels, image by image)."""
+    def pooled(self, images: Tensor | list[Tensor], rois: list[Tensor], training: bool = False) -> Tensor:
+        """sum(R_i) x D_pool: each RoI's features before fc6 (RoIs in input pixels, image by image); ``training``:
+        for a loss that trains the CNN (where a net draws its multi-scale training scale)."""
 
     def pooling_windows(self, rois: Tensor, size: tuple[int, int]) -> Tensor | None:
         """R x 4 integers that alone decide each RoI's pooled features in an H x W image (its cells on a quantised
@@ -232,8 +240,8 @@ class RegionDetectorNet(nn.Module, ABC):
     # ------------------------------------------------------------------------------------------ training
 
     def loss(self, images: Tensor | list[Tensor], targets: list[dict], proposals: list[Tensor]) -> dict[str, Tensor]:
-        """The loss parts (train mode): joint or fine-tuning {"loss_classifier"[, "loss_box_reg"]}, SVM stage
-        {"loss_svm", "loss_box_reg"}."""
+        """The loss parts (train mode): joint or fine-tuning {"loss_classifier"[, "loss_box_reg"]}, stage "svm"
+        {"loss_svm", "loss_box_reg"}, stage "box_regression" {"loss_box_reg"}."""
         proposals = self.check_inputs(images, proposals, targets)
         self._truncated_head = ()  # the weights are about to change
         targets = [
@@ -242,8 +250,10 @@ class RegionDetectorNet(nn.Module, ABC):
         ]
         if self.scheme == "joint":
             return self.softmax_loss(images, targets, proposals)
-        if self.stage not in ("finetune", "svm"):
-            raise ValueError(f"{type(self).__name__}.stage must be 'finetune' or 'svm', got {self.stage!r}")
+        if self.stage not in ("finetune", "svm", "box_regression"):
+            raise ValueError(
+                f"{type(self).__name__}.stage must be 'finetune', 'svm' or 'box_regression', got {self.stage!r}"
+            )
         loss = self.softmax_loss if self.stage == "finetune" else self.svm_loss
         return loss(images, targets, proposals)
 
@@ -270,7 +280,7 @@ class RegionDetectorNet(nn.Module, ABC):
             for collected, value in zip((rois, labels, deltas), sampled, strict=True):
                 collected.append(value)
         labels = torch.cat(labels)  # S
-        features = self.head(self.pooled(images, rois))  # S x 4096
+        features = self.head(self.pooled(images, rois, training=True))  # S x 4096
         count = max(len(labels), 1)
         parts = {"loss_classifier": F.cross_entropy(self.cls_score(features), labels, reduction="sum") / count}
         if self.scheme == "joint":
@@ -280,8 +290,8 @@ class RegionDetectorNet(nn.Module, ABC):
         return parts
 
     def svm_loss(self, images: Tensor | list[Tensor], targets: list[dict], proposals: list[Tensor]) -> dict:
-        """Staged SVM stage: hinge loss of the SVMs on fc7 and squared loss of the box regressors on pool5, the
-        trunk and fc6/fc7 frozen."""
+        """Staged SVM stage: hinge loss of the SVMs on fc7 (stage "svm" only) and squared loss of the box
+        regressors on pool5, the trunk and fc6/fc7 frozen."""
         rois, is_gt, reg_labels, reg_deltas, negative = [], [], [], [], []
         for boxes, target in zip(proposals, targets, strict=True):
             gt_boxes, gt_labels = target["boxes"], target["labels"]
@@ -295,16 +305,17 @@ class RegionDetectorNet(nn.Module, ABC):
             negative.append(class_max_iou(boxes, gt_boxes, gt_labels, self.num_classes) < self.svm_neg_iou)
         with evaluating(self.trunk, self.head):
             pooled = self.pooled(images, rois)  # S x D_pool
-            features = self.head(pooled)  # S x 4096
+            features = self.head(pooled) if self.stage == "svm" else None  # S x 4096
         is_gt = torch.cat(is_gt)
-        scores = self.svm(features)  # S x K
-        gt_labels = torch.cat([t["labels"] for t in targets])
-        loss_svm = svm_hinge_loss(scores[is_gt], gt_labels, scores[~is_gt], torch.cat(negative))
         outputs = self.box_regressor(pooled[~is_gt])  # M x 4K; pooled has no gradient: only the regressor trains
         predicted, wanted = foreground_deltas(outputs, torch.cat(reg_labels), torch.cat(reg_deltas))  # F x 4
-        loss_box_reg = F.mse_loss(predicted, wanted, reduction="sum") / max(predicted.numel(), 1)
-        self.svm_trained.fill_(True)
-        return {"loss_svm": loss_svm, "loss_box_reg": loss_box_reg}
+        parts = {"loss_box_reg": F.mse_loss(predicted, wanted, reduction="sum") / max(predicted.numel(), 1)}
+        if features is not None:
+            scores = self.svm(features)  # S x K
+            gt_labels = torch.cat([t["labels"] for t in targets])
+            parts["loss_svm"] = svm_hinge_loss(scores[is_gt], gt_labels, scores[~is_gt], torch.cat(negative))
+            self.svm_trained.fill_(True)
+        return parts
 
     # ------------------------------------------------------------------------------------------ inference
 
@@ -314,21 +325,33 @@ class RegionDetectorNet(nn.Module, ABC):
         Runs in eval mode (restored afterwards); the caller provides ``torch.no_grad()``.
         """
         proposals = self.check_inputs(images, proposals)
-        rois = torch.cat(proposals)  # R x 4
         sizes = image_sizes(images)
-        distinct, expand = self.distinct_windows(proposals, sizes)  # U_i x 4 per image; R indices into their U rows
+        return self.detect(*self.roi_features(images, proposals), proposals, sizes)
+
+    def roi_features(self, images: Tensor | list[Tensor], proposals: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """In eval mode, each distinct pooling window once (:meth:`distinct_windows`): (pooled U x D_pool, fc7
+        U x 4096, the window of each of the sum(R_i) proposals, R). What :meth:`predict` scores, and what the
+        feature cache of hard-negative mining holds."""
+        distinct, expand = self.distinct_windows(proposals, image_sizes(images))  # U_i x 4 per image
         with evaluating(self):  # no dropout, BN running statistics; no_grad is the caller's anyway
             pooled = self.pooled(images, distinct)  # U x D_pool
             features = (self._truncated_head or (self.head,))[0](pooled)  # U x 4096
-            if self.scheme == "staged" and bool(self.svm_trained):
-                scores = torch.sigmoid(self.svm(features))[expand]  # R x K
-                boxes = self.decode(self.box_regressor(pooled)[expand], rois)
-            elif self.scheme == "staged":  # fine-tuned softmax on the unregressed proposals
-                scores = F.softmax(self.cls_score(features), -1)[expand]
-                boxes = rois[:, None].expand(-1, self.num_classes, 4)
-            else:
-                scores = F.softmax(self.cls_score(features), -1)[expand]
-                boxes = self.decode(self.bbox_pred(features)[expand], rois)
+        return pooled, features, expand
+
+    def detect(
+        self, pooled: Tensor, features: Tensor, expand: Tensor, proposals: list[Tensor], sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """Detections from :meth:`roi_features`' output for these proposals of images of these H x W sizes."""
+        rois = torch.cat(proposals)  # R x 4
+        if self.scheme == "staged" and bool(self.svm_trained):
+            scores = torch.sigmoid(self.svm(features))[expand]  # R x K
+            boxes = self.decode(self.box_regressor(pooled)[expand], rois)
+        elif self.scheme == "staged":  # fine-tuned softmax on the unregressed proposals
+            scores = F.softmax(self.cls_score(features), -1)[expand]
+            boxes = rois[:, None].expand(-1, self.num_classes, 4)
+        else:
+            scores = F.softmax(self.cls_score(features), -1)[expand]
+            boxes = self.decode(self.bbox_pred(features)[expand], rois)
         counts = [len(p) for p in proposals]
         return [
             self.postprocess(b, s, size)

@@ -21,15 +21,17 @@ Deviations from the paper:
   cover one more cell on each side.
 * The paper fine-tunes only the fully connected layers (its conv layers are the pretrained ZF-5's, fixed);
   here ``frozen_layers`` decides (freezing every convolution gives the paper's).
-* Single scale only: the image resized to a shorter side of ``min_size`` (the paper's single-scale s = 688;
+* Tested at one scale: the image resized to a shorter side of ``min_size`` (the paper's single-scale s = 688;
   :mod:`lit_models.nets.shared_map`); the paper also tests over 5 scales, choosing per window the scale at which
-  it is closest to 224 x 224 pixels.
+  it is closest to 224 x 224 pixels. ``train_scales`` (the paper's five: 480, 576, 688, 864, 1200) draws each
+  training image's scale from them while the CNN is fine-tuned, the scheme Fast R-CNN §2.4 describes as SPPnet's.
 * The trunk is a classifier cut at stride 16 (VGG-16's conv5_3, without pool5, or ResNet's conv4_x); the
   paper's is ZF-5. The paper's pyramid gives fc6 a C * 50 input, not VGG-16's 512 * 7 * 7, so
   :meth:`~lit_models.nets.region_detector.RegionDetectorNet.load_backbone_weights` copies VGG's fc6/fc7 only for a
   pyramid of 49 bins (``pyramid_levels=(7,)``).
-* SVMs and box regressors are trained online (see region_detector); RoIs are sampled per image (64, a quarter
-  foreground at IoU >= 0.5 for fine-tuning).
+* The SVMs are R-CNN's, mined over cached features (:mod:`lit_models.detection.svm_mining`) or trained online;
+  box regressors by SGD (see region_detector); RoIs are sampled per image (64, a quarter foreground at IoU >= 0.5
+  for fine-tuning).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class SPPNetNet(SharedMapNet):
     """Trunk once per image -> spatial pyramid pooling of each window -> fc6/fc7 -> SVMs (softmax for
     fine-tuning); box regression from the pooled features. Staged training: ``self.stage``."""
 
+    feature_settings = ("min_size", "max_size", "pyramid_levels")
+
     def __init__(
         self,
         num_classes: int,
@@ -55,6 +59,7 @@ class SPPNetNet(SharedMapNet):
         batch_norm: bool = False,
         min_size: int | None = 688,
         max_size: int | None = None,
+        train_scales: list[int] | None = None,
         pyramid_levels: tuple[int, ...] = (6, 3, 2, 1),
         **head_args,
     ) -> None:
@@ -67,6 +72,9 @@ class SPPNetNet(SharedMapNet):
             batch_norm: VGG-16 with BatchNorm (ResNets always have it).
             min_size: The image's shorter side before the trunk (the paper's s = 688); None: as given.
             max_size: Cap on the longer side (the paper has none: None).
+            train_scales: Multi-scale fine-tuning: each training image's shorter side drawn from these, every time
+                it is seen ([480, 576, 688, 864, 1200]: the paper's five); test and the SVM stage use ``min_size``.
+                None: fine-tune at ``min_size``.
             pyramid_levels: Bins per side of each pyramid level ((6, 3, 2, 1): the paper's 50 bins).
             head_args: The head's sampling, training and test settings: the keyword arguments of
                 :class:`~lit_models.nets.region_detector.RegionDetectorNet` (its ``bg_iou`` default, [0, fg_iou),
@@ -85,6 +93,7 @@ class SPPNetNet(SharedMapNet):
             scheme="staged",
             min_size=min_size,
             max_size=max_size,
+            train_scales=train_scales,
             quantised=True,  # every pyramid level max-pools the RoI's rounded cells (§2.3's window on the map)
             **head_args,
         )

@@ -17,12 +17,14 @@ Deviations from the paper:
 * When none of a cell's B boxes overlaps its object, the responsible predictor is the one whose corners are
   closest (the paper leaves this case open; the reference Darknet code uses the smallest RMSE).
 * ``batch_norm`` puts BatchNorm after every convolution (a YOLOv2 addition, which postdates the paper); convs then
-  have no bias. Without it the net is the paper's, whose first 20 layers were pretrained on ImageNet (~a week).
+  have no bias. Without it the net is the paper's.
 * A cell holds one object, as in the paper; of several centres in one cell the largest box is kept (the paper does
   not say which).
 * Classifier trunks (VGG-16, ResNets) can replace the Darknet backbone; ``head_stride=1`` keeps the detection convs'
   resolution for small inputs. The fully connected head fixes the input size, as in the paper (448 x 448).
-* Weights are Kaiming-initialised for LeakyReLU; the paper starts from ImageNet-pretrained layers.
+* Weights are Kaiming-initialised for LeakyReLU. The paper starts the first 20 convolutions from their ImageNet
+  classifier (§2.2: :class:`YOLOv1ClassifierNet` at 224 px, about a week); here that pre-training is a stage of its
+  own (``lit_models.YOLOClassifier``, then ``YOLOv1`` initialised from its checkpoint), not a default.
 * ``head="conv"`` replaces the two fully connected layers with a 1x1 convolution over an S x S feature map, so
   each cell is predicted from the features at its own place (the locality YOLOv2 later adopted). Trained from
   scratch on the shapes scenes (no ImageNet features to start from), the fully connected head's outputs collapsed
@@ -94,11 +96,70 @@ class DarkNet(nn.Module):
         return self.features(x)
 
 
+def build_backbone(
+    owner: str, backbone: str, width_mult: float, batch_norm: bool, backbone_stride: int
+) -> DarkNet | Trunk:
+    """The first 20 convolutions (Darknet) or a classifier trunk, the part the detector and its pre-training
+    classifier share under the name ``backbone``; ``owner`` names the net in the errors."""
+    for name, value, ok, rule in (
+        ("backbone", backbone, backbone == "darknet" or backbone in BACKBONES, f"'darknet' or one of {BACKBONES}"),
+        ("width_mult", width_mult, width_mult > 0, "> 0"),
+        ("backbone_stride", backbone_stride, backbone_stride in (16, 32), "16 or 32"),
+        ("backbone_stride", backbone_stride, backbone_stride == 32 or backbone != "darknet", "32 with darknet"),
+    ):
+        if not ok:
+            raise ValueError(f"{owner} {name} must be {rule}, got {value!r}")
+    if backbone == "darknet":
+        return DarkNet(width_mult, batch_norm)
+    return Trunk(backbone, width_mult, batch_norm, backbone_stride)
+
+
+class YOLOv1ClassifierNet(nn.Module):
+    """The pre-training form of YOLO v1 (paper §2.2): the detector's first 20 convolutions, then a global average
+    pool and a fully connected layer: N x 3 x H x W -> N x num_classes scores.
+
+    The paper trains it on ImageNet's 1,000 classes at 224 x 224, half the detector's input, then builds the detector
+    on its convolutions. Its ``backbone`` has the detector's parameter names, so a checkpoint carries over one to one
+    (``YOLOv1.init_mapping``); ``classifier`` is left out of the detector.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        backbone: Literal["darknet", Backbone] = "darknet",
+        width_mult: float = 1.0,
+        batch_norm: bool = False,
+        backbone_stride: int = 32,
+    ) -> None:
+        """Build the network. The arguments shared with :class:`YOLOv1Net` must match the detector's for the
+        weights to carry over.
+
+        Args:
+            num_classes: Classes to score (1000 for ImageNet).
+            backbone: "darknet" (the paper's 20 convolutions) or a classifier trunk of
+                ``lit_models.nets.backbones.BACKBONES``, as the detector that will start from it.
+            width_mult: Multiplies the backbone's widths (size knob for tests and CPUs).
+            batch_norm: BatchNorm after every Darknet conv (YOLOv2), or VGG-16 with BN.
+            backbone_stride: 32, or 16 for a classifier trunk cut at conv4_x / conv5_3.
+        """
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"YOLOv1ClassifierNet num_classes must be >= 1, got {num_classes}")
+        self.backbone = build_backbone("YOLOv1ClassifierNet", backbone, width_mult, batch_norm, backbone_stride)
+        self.pool = nn.AdaptiveAvgPool2d(1)  # any input size: 224 in the paper, 7 x 7 cells of 1024 channels
+        self.classifier = nn.Linear(self.backbone.out_channels, num_classes)
+        self.torchvision_name = None  # torchvision has no Darknet weights
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classifier(self.pool(self.backbone(images)).flatten(1))
+
+
 def feature_size(body: nn.Module, image_size: int) -> int:
-    """Flattened size of ``body``'s output for one image, by a dry forward on the meta device (shapes only)."""
+    """Flattened size of ``body``'s output for one image, by a dry forward on the meta device (shapes only); two
+    images, since BatchNorm in training mode refuses a single value per channel."""
     meta = {name: torch.empty_like(t, device="meta") for name, t in [*body.named_parameters(), *body.named_buffers()]}
     try:
-        out = torch.func.functional_call(body, meta, (torch.zeros(1, 3, image_size, image_size, device="meta"),))
+        out = torch.func.functional_call(body, meta, (torch.zeros(2, 3, image_size, image_size, device="meta"),))
     except RuntimeError as error:
         raise ValueError(f"image_size {image_size} is too small for this backbone: {error}") from error
     return out[0].numel()
@@ -155,19 +216,14 @@ class YOLOv1Net(nn.Module):
             box_detections_per_img: Most boxes per image returned by :meth:`predict`.
         """
         super().__init__()
-        darknet = backbone == "darknet"
         for name, value, ok, rule in (
             ("num_classes", num_classes, num_classes >= 2, ">= 2 (it counts the background too)"),
-            ("backbone", backbone, backbone == "darknet" or backbone in BACKBONES, f"'darknet' or one of {BACKBONES}"),
-            ("width_mult", width_mult, width_mult > 0, "> 0"),
             ("image_size", image_size, image_size >= 1, ">= 1"),
             ("grid_size", grid_size, grid_size >= 1, ">= 1"),
             ("boxes_per_cell", boxes_per_cell, boxes_per_cell >= 1, ">= 1"),
             ("head_channels", head_channels, head_channels >= 1, ">= 1"),
             ("head_stride", head_stride, head_stride in (1, 2), "1 or 2"),
             ("head", head, head in ("fc", "conv"), "'fc' or 'conv'"),
-            ("backbone_stride", backbone_stride, backbone_stride in (16, 32), "16 or 32"),
-            ("backbone_stride", backbone_stride, backbone_stride == 32 or not darknet, "32 with darknet"),
             ("representation_size", representation_size, representation_size >= 1, ">= 1"),
             ("dropout", dropout, 0 <= dropout <= 1, "in [0, 1]"),
             ("lambda_coord", lambda_coord, lambda_coord >= 0, ">= 0"),
@@ -185,10 +241,7 @@ class YOLOv1Net(nn.Module):
         self.box_detections_per_img = box_detections_per_img
 
         self.head_kind = head
-        if darknet:
-            self.backbone: nn.Module = DarkNet(width_mult, batch_norm)
-        else:
-            self.backbone = Trunk(backbone, width_mult, batch_norm, backbone_stride)
+        self.backbone = build_backbone("YOLOv1Net", backbone, width_mult, batch_norm, backbone_stride)
         width = scaled(head_channels, width_mult)
         # The paper's last 4 convolutions (3x3, the 2nd of stride 2): with Darknet's 20, its 24 conv layers.
         self.head = nn.Sequential(
