@@ -94,7 +94,17 @@ def test_scenes(root: Path) -> list[dict]:
 
 
 def proposal_settings() -> dict:
+    """configs/_shared/shapes_proposals.yaml's."""
     return {"proposals": "fast", "proposal_width": 256, "proposal_k": 5, "max_proposals": 2000}
+
+
+def shapes_scenes(workdir: Path, train: int, test: int) -> Path:
+    """The shapes scenes (``train`` train, 100 val, ``test`` test) under ``workdir``, with their proposals."""
+    root = export_shapes(workdir / "shapes", num_train=train, num_val=100, num_test=test)
+    start = time.perf_counter()
+    DetectionDataModule(root=str(root), **proposal_settings()).compute_proposals(("train", "val", "test"))
+    print(f"proposals ready in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return root
 
 
 def test_map(models: dict[str, RCNN], scenes: list[dict]) -> dict[str, float]:
@@ -128,11 +138,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as temporary:
         workdir = args.workdir or Path(temporary)
-        root = export_shapes(workdir / "shapes", num_train=args.train_scenes, num_val=100,
-                             num_test=args.test_scenes)  # fmt: skip
-        start = time.perf_counter()
-        DetectionDataModule(root=str(root), **proposal_settings()).compute_proposals(("train", "val", "test"))
-        print(f"proposals ready in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        root = shapes_scenes(workdir, args.train_scenes, args.test_scenes)
         checkpoint, epochs = finetune(workdir, root)
         variants = {"online hinge (SGD, 1 epoch)": {"svm_training": "online"}}
         for images in sorted(args.svm_images):
