@@ -79,7 +79,13 @@ class FeatureCache:
         return self.folder / f"{index:06d}.pt"
 
     def read(self, index: int) -> dict[str, Any]:
-        return torch.load(self.file(index), map_location="cpu", weights_only=True, mmap=True)
+        path = self.file(index)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no cached features of training image {index}. Under DDP every process must see the same "
+                "model.svm_cache_dir: across machines, set it to a shared folder."
+            )
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
     def holds(self, index: int, digest: str) -> bool:
         """Whether image ``index``'s file exists and was computed by these weights from this input."""
