@@ -50,9 +50,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/claims.py
 	$(BIN)/python benchmarks/digits.py
 	$(BIN)/python benchmarks/augmentation.py
+	$(BIN)/python benchmarks/test_protocols.py
 	$(BIN)/python benchmarks/segmentation.py
+	$(BIN)/python benchmarks/fcn_staged.py --seeds 0 1 --epochs 16 --fraction 0.5
 	$(BIN)/python benchmarks/sequence.py
-	# The proposal detectors' speed table times the Faster R-CNN and YOLO v1 checkpoints of detection.py beside them.
+	# The proposal detectors' speed table times the Faster R-CNN and YOLO v1 checkpoints of detection.py beside them;
+	# the evaluation protocols (VOC AP, error breakdown, flip and multi-scale tests, rescoring) test all five again.
 	runs=$$(mktemp -d) && $(BIN)/python benchmarks/detection.py --keep $$runs && \
-		$(BIN)/python benchmarks/proposal_detection.py --detection-runs $$runs
+		$(BIN)/python benchmarks/proposal_detection.py --detection-runs $$runs --keep $$runs && \
+		$(BIN)/python benchmarks/detection_ap.py --runs $$runs && \
+		$(BIN)/python benchmarks/detection_errors.py --runs $$runs && \
+		$(BIN)/python benchmarks/detection_test_protocols.py --runs $$runs
 	$(BIN)/python benchmarks/faster_rcnn_training.py --seeds 0 1 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from lit_models.drawing import displayable
 from lit_models.metrics import accuracy_metrics
 from lit_models.nets.alexnet import AlexNet as AlexNetNet
+from lit_models.nets.dense_evaluation import FullyConnectedHead
 from lit_models.nets.densenet import DenseNet as DenseNetNet
 from lit_models.nets.googlenet import GoogLeNet as GoogLeNetNet
 from lit_models.nets.googlenet import GoogLeNetOutputs
@@ -22,10 +25,37 @@ from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 from lit_models.nets.weights import load_weights
 from lit_models.nets.yolo import YOLOv1ClassifierNet
-from lit_models.pictures import Picture, Sample, confusion_picture
+from lit_models.pictures import Picture, Sample, confusion_picture, sample_grid
 from lit_models.predictions import ClassPrediction
 from lit_models.task import TaskModule, input_names
 from lit_models.writers import ClassificationWriter
+
+log = logging.getLogger(__name__)
+
+
+class Mistake(NamedTuple):
+    """A wrongly classified test image as shown: its (first) view as 3 x H x W uint8, the wrong class's
+    probability, the predicted and the true class."""
+
+    image: Tensor
+    probability: float
+    predicted: int
+    truth: int
+
+
+def first_view(images: Any, index: int) -> Tensor:
+    """Image ``index`` of an evaluation batch as one 3 x H x W tensor: its first view where a test protocol gives
+    several (at the first test scale the centre crop, GoogLeNet's centre square, or the whole image:
+    ``lit_models.datamodules.protocols``)."""
+    views = images[index]
+    return views[0] if isinstance(views, list) or views.dim() == 4 else views
+
+
+def most_confused(matrix: Tensor, names: Sequence[str], count: int = 5) -> list[str]:
+    """The ``count`` largest off-diagonal cells of a confusion matrix (rows true, columns predicted) as
+    "true -> predicted: count", largest first; empty where no image was misclassified."""
+    cells = [(int(matrix[i, j]), i, j) for i, j in matrix.nonzero().tolist() if i != j]
+    return [f"{names[i]} -> {names[j]}: {n}" for n, i, j in sorted(cells, key=lambda c: (-c[0], c[1], c[2]))[:count]]
 
 
 class ImageClassifier(TaskModule, ABC):
@@ -48,6 +78,7 @@ class ImageClassifier(TaskModule, ABC):
     monitor = "val/acc_top1"
     prediction_writer = ClassificationWriter
     graph_description = "images N x 3 x S x S -> class scores N x K"
+    mistakes_shown = 8  # the test's most confident mistakes drawn by summary_pictures
 
     def __init__(
         self,
@@ -68,6 +99,7 @@ class ImageClassifier(TaskModule, ABC):
         self.test_metrics = accuracy_metrics(num_classes, "test/")
         # Drawn by TrainingPictures at the end of test (summary_pictures); counting is cheap enough to always do.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_mistakes: list[Mistake] = []
         if weights:
             load_weights(self.net, weights, num_classes)
 
@@ -102,15 +134,44 @@ class ImageClassifier(TaskModule, ABC):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
-    def evaluation_logits(self, images: Tensor) -> Tensor:
-        """Class scores of evaluation images N x 3 x H x W; for multi-crop batches N x crops x 3 x H x W (ten-crop
-        test, ``ImageFolderDataModule(test_crops=10)``), the log of the softmax averaged over each image's crops,
-        as AlexNet's and ResNet's tables are measured."""
-        if images.dim() == 4:
+    def evaluation_logits(self, images: Tensor | list[list[Tensor]]) -> Tensor:
+        """Class scores N x K of evaluation images N x 3 x H x W. A test protocol's views
+        (``ImageFolderDataModule(test_crops=...)``) are scored by the log of their softmax class posteriors
+        averaged, as every paper averages (AlexNet §4.1, VGG §3.2 and §4.2, GoogLeNet §7, ResNet §3.4): crops
+        N x V x 3 x S x S through the net, or per image a list of whole images of their own sizes (dense
+        evaluation) through ``dense_logits``, the views of one size in one batch."""
+        if isinstance(images, Tensor) and images.dim() == 4:
             return self.logits(self(images))
-        count, crops = images.shape[:2]
-        probs = torch.softmax(self.logits(self(images.flatten(0, 1))), dim=1).view(count, crops, -1).mean(dim=1)
-        return probs.log()
+        if isinstance(images, Tensor):
+            count, crops = images.shape[:2]
+            probs = torch.softmax(self.logits(self(images.flatten(0, 1))), dim=1).view(count, crops, -1).mean(dim=1)
+            return probs.log()
+        # Views of one size (an image and its mirror; every image of one shape) go through the net together.
+        views = [(owner, view) for owner, image_views in enumerate(images) for view in image_views]
+        device = views[0][1].device
+        summed = torch.zeros(len(images), self.num_classes, device=device)
+        counts = torch.zeros(len(images), device=device)
+        for size in dict.fromkeys(view.shape for _, view in views):
+            owners = torch.tensor([owner for owner, view in views if view.shape == size], device=device)
+            scores = self.dense_logits(torch.stack([view for _, view in views if view.shape == size]))
+            summed.index_add_(0, owners, torch.softmax(scores, dim=1).to(summed))
+            counts.index_add_(0, owners, torch.ones(len(owners), device=device))
+        return (summed / counts[:, None]).log()
+
+    def dense_logits(self, images: Tensor) -> Tensor:
+        """Class scores N x K of whole images N x 3 x H x W (each side at least the training size): the fully
+        convolutional net's class score map averaged over its positions (VGG §3.2). AlexNet and VGG apply their
+        fully connected layers as convolutions (``FullyConnectedHead.score_map``); the nets that average-pool
+        globally before one linear layer (ResNet, GoogLeNet, DenseNet) already compute that average of a whole
+        image (ResNet §3.4's fully convolutional form)."""
+        if not isinstance(self.net, FullyConnectedHead):
+            return self.logits(self(images))
+        if self.data_spec is None or not self.data_spec.image_size:
+            raise ValueError(
+                f"dense evaluation of {type(self).__name__} needs the side it was trained on (the data's image_size): "
+                "test the module with its DataModule, or one loaded from a checkpoint (lit_models.load)"
+            )
+        return self.net.score_map(images, self.data_spec.image_size).mean(dim=(2, 3))
 
     def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> Tensor:
         images, labels = self.split(batch)
@@ -127,37 +188,65 @@ class ImageClassifier(TaskModule, ABC):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         logits = self._evaluate(batch, "test", self.test_metrics)
-        self.test_confusion.update(logits, self.split(batch)[1])
+        images, labels = self.split(batch)
+        self.test_confusion.update(logits, labels)
+        self.keep_mistakes(images, logits, labels)
+
+    def keep_mistakes(self, images: Any, logits: Tensor, labels: Tensor) -> None:
+        """Keep the ``mistakes_shown`` most confident mistakes so far: wrong top-1 with the highest probability."""
+        probs, predicted = torch.softmax(logits.detach(), dim=1).max(dim=1)
+        wrong = (predicted != labels).nonzero().flatten()
+        worst = wrong[probs[wrong].argsort(descending=True)[: self.mistakes_shown]].tolist()
+        mean_std = self.image_statistics()
+        self.test_mistakes += [
+            Mistake(displayable(first_view(images, i)[None], *mean_std)[0], probs[i].item(), int(predicted[i]),
+                    int(labels[i]))
+            for i in worst
+        ]  # fmt: skip
+        self.test_mistakes = sorted(self.test_mistakes, key=lambda m: -m.probability)[: self.mistakes_shown]
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
+        self.test_mistakes = []
+
+    def on_test_epoch_end(self) -> None:
+        # Every rank: computing the matrix gathers it from all of them.
+        pairs = most_confused(self.test_confusion.compute(), self.display_names)
+        if pairs and self.trainer.is_global_zero:
+            log.info("most confused classes in test (true -> predicted: count):\n  %s", "\n  ".join(pairs))
 
     @torch.no_grad()
     def show(self, batch: Any, count: int) -> list[Sample]:
-        """Each image with its predicted class and probability, and its true class: green when right, red when
-        wrong."""
+        """Each image (its first view, under a multi-view test protocol) with its predicted class and probability,
+        and its true class: green when right, red when wrong."""
         images, labels = self.split(batch)
         images, labels = images[:count], labels[:count]
-        probs, predicted = torch.softmax(self.logits(self(images)), dim=1).max(dim=1)
+        probs, predicted = torch.softmax(self.evaluation_logits(images), dim=1).max(dim=1)
+        mean_std = self.image_statistics()
+        return [
+            self.captioned(displayable(first_view(images, i)[None], *mean_std)[0], prob, guess, truth)
+            for i, (prob, guess, truth) in enumerate(zip(probs.tolist(), predicted.tolist(), labels.tolist(),
+                                                         strict=True))
+        ]  # fmt: skip
+
+    def captioned(self, image: Tensor, probability: float, predicted: int, truth: int) -> Sample:
+        """An image with its predicted class and probability over its true class, green when right, red when wrong."""
         names = self.display_names
-        shown = []
-        for image, prob, guess, truth in zip(
-            displayable(images, *self.image_statistics()),
-            probs.tolist(),
-            predicted.tolist(),
-            labels.tolist(),
-            strict=True,
-        ):
-            caption = f"{names[guess]} {prob:.2f}\ntrue: {names[truth]}"
-            shown.append(Sample(image=image, caption=caption, colour="green" if guess == truth else "red"))
-        return shown
+        caption = f"{names[predicted]} {probability:.2f}\ntrue: {names[truth]}"
+        return Sample(image=image, caption=caption, colour="green" if predicted == truth else "red")
 
     def summary_pictures(self, stage: str) -> dict[str, Picture]:
-        """The test split's confusion matrix (rows true, columns predicted), class names on the axes."""
+        """The test split's confusion matrix (rows true, columns predicted, class names on the axes, the most
+        confused pairs above it) and the most confident mistakes (rank 0's share of the split under DDP)."""
         if stage != "test":
             return {}
         matrix = self.test_confusion.compute()
-        return {"test/confusion_matrix": confusion_picture(matrix, self.class_names, self.test_confusion)}
+        pairs = most_confused(matrix, self.display_names)
+        title = "most confused (true -> predicted: count)\n" + "\n".join(pairs) if pairs else None
+        pictures = {"test/confusion_matrix": confusion_picture(matrix, self.class_names, self.test_confusion, title)}
+        if self.test_mistakes:
+            pictures["test/mistakes"] = sample_grid([self.captioned(*mistake) for mistake in self.test_mistakes])
+        return pictures
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[ClassPrediction]:
         images, _ = self.split(batch)

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torchmetrics import MeanSquaredError, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics import MeanSquaredError, Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.text import Perplexity
 
@@ -22,17 +22,59 @@ def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
     return MetricCollection(metrics, prefix=prefix)
 
 
-def segmentation_metrics(num_classes: int, prefix: str, ignore_index: int) -> MetricCollection:
-    # Both accumulate over the whole split (a confusion matrix), as VOC's evaluation does: mIoU is the mean over
-    # classes of dataset-level IoU, not a mean of per-image scores. Classes absent from both the masks and the
-    # predictions are left out of the mean.
-    return MetricCollection(
-        {
-            "miou": MulticlassJaccardIndex(num_classes, ignore_index=ignore_index),
-            "pixel_acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
-        },
-        prefix=prefix,
-    )
+# Logged as {stage}/<name> in val and test; the headline (monitor) is miou.
+SEGMENTATION_SCORES = ("pixel_acc", "mean_acc", "miou", "fwiou")
+
+
+def segmentation_scores(confusion: Tensor) -> dict[str, Tensor]:
+    """FCN's four metrics (Long, Shelhamer & Darrell 2015, §5) and each class's IU and accuracy from pixel counts.
+
+    With n_ij the pixels of class i predicted as j and t_i = sum_j n_ij: ``pixel_acc`` sum_i n_ii / sum_i t_i,
+    ``mean_acc`` (1/n_cl) sum_i n_ii / t_i, ``miou`` (1/n_cl) sum_i IU_i with IU_i = n_ii / (t_i + sum_j n_ji - n_ii),
+    ``fwiou`` (sum_k t_k)^-1 sum_i t_i IU_i; ``iou`` and ``acc`` hold each class's IU_i and n_ii / t_i.
+
+    n_cl counts the classes as the paper's reference code does (fcn.berkeleyvision.org, score.py: ``np.nanmean``):
+    a class absent from the truth has no accuracy (NaN) and is left out of mean accuracy; a class neither true nor
+    predicted has no IU (NaN) and is left out of mean IU, while one predicted but never true has IU 0 and counts.
+    torchmetrics' MulticlassJaccardIndex agrees for ``average="macro"`` (mean IU) and ``"weighted"`` (frequency
+    weighted IU), but gives 0 rather than NaN per class with ``average="none"``; its macro MulticlassAccuracy counts a
+    class predicted but never true as accuracy 0, where the reference code leaves it out.
+
+    Args:
+        confusion: ``... x K x K`` pixel counts, rows true class, columns predicted (any leading dimensions: one
+            matrix each, e.g. one per image).
+    """
+    # float64 on the CPU: counts over a whole split pass float32's 2^24 exact integers (and MPS has no float64).
+    confusion = confusion.detach().cpu().double()
+    hits = confusion.diagonal(dim1=-2, dim2=-1)  # n_ii
+    truth = confusion.sum(dim=-1)  # t_i
+    predicted = confusion.sum(dim=-2)  # sum_j n_ji
+    class_acc = hits / truth  # NaN where t_i = 0
+    class_iou = hits / (truth + predicted - hits)  # NaN where class i is neither true nor predicted
+    total = truth.sum(dim=-1)
+    scores = {
+        "pixel_acc": hits.sum(dim=-1) / total,
+        "mean_acc": class_acc.nanmean(dim=-1),
+        "miou": class_iou.nanmean(dim=-1),
+        # IU_i is defined wherever t_i > 0; classes with t_i = 0 weigh nothing.
+        "fwiou": (truth * class_iou.nan_to_num()).sum(dim=-1) / total,
+        "iou": class_iou,
+        "acc": class_acc,
+    }
+    return {name: value.float() for name, value in scores.items()}
+
+
+class SegmentationScores(MulticlassConfusionMatrix):
+    """One K x K confusion matrix of pixel counts accumulated over the whole split (void pixels, ``ignore_index``,
+    left out), from which ``compute`` gives all of :func:`segmentation_scores`: dataset-level, as VOC's evaluation
+    and the FCN paper's are, not a mean of per-image scores. In DDP torchmetrics sums the matrix over the ranks (its
+    state's ``dist_reduce_fx="sum"``) before computing, so every rank gets the whole split's values."""
+
+    def __init__(self, num_classes: int, ignore_index: int) -> None:
+        super().__init__(num_classes, ignore_index=ignore_index)
+
+    def compute(self) -> dict[str, Tensor]:
+        return segmentation_scores(super().compute())
 
 
 def evaluation_targets(targets: list[dict]) -> list[dict[str, Tensor]]:
@@ -55,18 +97,12 @@ def mean_average_precision(**options: Any) -> MeanAveragePrecision:
     )
 
 
-def voc07_average_precision(class_metrics: bool = False) -> MeanAveragePrecision:
-    """PASCAL VOC 2007's 11-point interpolated AP at IoU 0.5, as ``map_50``: COCO's algorithm with the precision
-    envelope read at recalls 0, 0.1, ..., 1 and averaged (VOC's devkit does the same; matching: see Detector)."""
-    recalls = [step / 10 for step in range(11)]
-    return mean_average_precision(iou_thresholds=[0.5], rec_thresholds=recalls, class_metrics=class_metrics)
-
-
-def gather_images(metric: MeanAveragePrecision) -> None:
-    """Give every rank the per-image detections and truth of all ranks (any number of images per rank)."""
+def gather_images(metric: Metric) -> None:
+    """Give every rank the per-image detections and truth of all ranks (any number of images per rank), in rank
+    order: for a metric whose states are all lists of per-image tensors (MeanAveragePrecision, VOCAveragePrecision)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
-    for name in metric._defaults:  # the per-image list states: boxes, scores, labels, crowds, areas
+    for name in metric._defaults:  # the per-image list states (boxes, scores, labels, crowds, areas)
         local = [tensor.cpu() for tensor in getattr(metric, name)]
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, local)

@@ -96,7 +96,9 @@ def sample_text(samples: Sequence[Sample]) -> str:
     return "".join(f"=== prompt: {sample.caption!r}\n{sample.text}\n\n" for sample in samples)
 
 
-def confusion_picture(matrix: Tensor, names: Sequence[str] | None, metric: Any = None) -> Picture:
+def confusion_picture(
+    matrix: Tensor, names: Sequence[str] | None, metric: Any = None, title: str | None = None
+) -> Picture:
     """A confusion matrix (rows true, columns predicted) as a picture.
 
     Args:
@@ -104,10 +106,12 @@ def confusion_picture(matrix: Tensor, names: Sequence[str] | None, metric: Any =
         names: Class names for the axes.
         metric: The torchmetrics confusion-matrix metric whose ``plot`` draws it (class names on both axes, counts
             in the cells); past 50 classes the matrix is drawn alone, as names and counts would not fit.
+        title: Text above the matrix (the classification family's most confused pairs).
     """
     count = len(matrix)
     side = min(4.0 + 0.35 * count, 24.0)
-    figure = Figure(figsize=(side, side), dpi=100)
+    title_height = 0.17 * (title.count("\n") + 1) if title else 0.0  # 9-pt lines: the matrix keeps its size
+    figure = Figure(figsize=(side, side + title_height), dpi=100)
     figure.set_layout_engine("constrained")
     ax = figure.subplots()
     if metric is not None and count <= 50:
@@ -116,6 +120,8 @@ def confusion_picture(matrix: Tensor, names: Sequence[str] | None, metric: Any =
         ax.imshow(matrix.cpu().numpy())
         ax.set_xlabel("Predicted class")
         ax.set_ylabel("True class")
+    if title:
+        ax.set_title(title, fontsize=9, loc="left")
     return figure_array(figure)
 
 
@@ -201,8 +207,11 @@ class TrainingPictures(Callback):
       TensorBoard receives them as the image ``val/samples`` (or ``test/samples``); with other loggers they are
       written to ``<run folder>/pictures/val_samples_epoch<N>.png`` (``test_samples.png``). Generated text goes
       to TensorBoard's text tab and always to ``<run folder>/pictures/val_samples_epoch<N>.txt``.
-    * At the end of test: the module's ``summary_pictures("test")`` (classification: the confusion matrix), written
-      to ``<run folder>/pictures/test_confusion_matrix.png`` and logged to TensorBoard as ``test/confusion_matrix``.
+    * At the end of test: the module's ``summary_pictures("test")`` (classification: the confusion matrix and the
+      most confident mistakes), written to ``<run folder>/pictures/test_confusion_matrix.png`` (``test_mistakes.png``)
+      and logged to TensorBoard as ``test/confusion_matrix`` (``test/mistakes``); every tag ``test/<name>`` is
+      written as ``test_<name>.png`` (detection: ``errors``, ``confusion_matrix``, ``precision_recall``,
+      ``false_positives``, ``missed``, ``proposal_recall``).
     * At the end of fit: ``<run folder>/pictures/curves.png``, train/val loss, the module's ``monitor`` metric and
       the learning rate, read back from the CSV logger's metrics.csv or TensorBoard's event files.
 

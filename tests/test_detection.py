@@ -207,7 +207,7 @@ def test_yolo_refuses_a_data_size_other_than_its_own(shapes_tree, tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_matches_single_process(shapes_tree, tmp_path):
-    args = tiny("yolov1", shapes_tree)
+    args = tiny("yolov1", shapes_tree, "--model.init_args.voc07_ap", "true")
     ddp = ["--trainer", str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")]
     single = ["--trainer", str(REPO / "configs" / "trainer" / "default.yaml"), "--trainer.accelerator", "cpu"]
     run_cli("fit", *args, *ddp, "--trainer.max_epochs", "1", cwd=tmp_path)
@@ -217,7 +217,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process(shapes_tree, tmp_path):
         run_cli("validate", *args, *trainer, "--ckpt_path", "last", cwd=tmp_path)
         validated.append(last_metrics(runs / "version_0" / "validate" / "metrics.csv"))
     # 4 val scenes over 2 ranks: mAP gathers every rank's detections and truth, each scene counted once.
-    for key in ("val/map_50", "val/map"):
+    for key in ("val/map_50", "val/map", "val/map_50_voc07", "val/map_50_voc10"):
         assert validated[0][key] == pytest.approx(validated[1][key], abs=1e-6)
     run_cli("predict", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
     records = json.loads((runs / "version_0" / "predict" / "predictions" / "detections.json").read_text())

@@ -47,15 +47,15 @@ def test_a_contradicting_comment_is_caught(tmp_path):
     source = (REPO / "configs" / "classification" / "vgg16_imagenet.yaml").read_text()
     body = source[source.index("seed_everything:") :]
     honest = tmp_path / "honest.yaml"
-    honest.write_text("# VGG-16 with dropout 0.5 and scale jittering. Not reproduced: dense evaluation.\n" + body)
+    honest.write_text("# VGG-16 with dropout 0.5 and scale jittering. Not reproduced: multi-crop evaluation.\n" + body)
     assert comment_problems(honest, ledgers()) == []
     claims = tmp_path / "claims.yaml"
-    claims.write_text("# VGG-16 with dense evaluation, and dropout 0.5 after fc6 and fc7.\n" + body)
+    claims.write_text("# VGG-16 with multi-crop evaluation, and dropout 0.5 after fc6 and fc7.\n" + body)
     claims.write_text(claims.read_text().replace("batch_norm: false", "batch_norm: false\n    dropout: 0.3"))
     found = comment_problems(claims, ledgers())
     assert len(found) == 2, found
-    dense, dropout = sorted(found, key=lambda problem: "dropout" in problem)
-    assert "'dense evaluation'" in dense and "not reproduced" in dense  # the ledger says it is not done
+    crops, dropout = sorted(found, key=lambda problem: "dropout" in problem)
+    assert "'multi-crop'" in crops and "not reproduced" in crops  # the ledger says it is not done
     assert "'dropout 0.5'" in dropout and "model.init_args.dropout: 0.5" in dropout  # the config says otherwise
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 from lit_models import FCN, VGG
 from lit_models.datamodules.sources.shapes import CLASS_NAMES, export_shapes
 from lit_models.datamodules.voc_layout import voc_palette
+from lit_models.metrics import SEGMENTATION_SCORES, SegmentationScores, segmentation_scores
 from lit_models.nets.resnet import ResNet as ResNetNet
 from lit_models.nets.vgg import VGG as VGGNet
 from lit_models.predictions import MaskPrediction
@@ -54,8 +55,80 @@ def test_metrics_are_dataset_level_and_skip_void():
     metrics.update(torch.tensor([[2, 0, 0, 0]]), torch.tensor([[2, 2, 0, 255]]))
     values = metrics.compute()
     # Confusion over both batches: class 0 IoU 1/2, class 1 IoU 3/3, class 2 IoU 1/2 -> mean 2/3.
-    assert values["val/miou"].item() == pytest.approx(2 / 3)
-    assert values["val/pixel_acc"].item() == pytest.approx(5 / 6)
+    assert values["miou"].item() == pytest.approx(2 / 3)
+    assert values["pixel_acc"].item() == pytest.approx(5 / 6)
+
+
+def test_fcn_metrics_by_hand():
+    # Rows true, columns predicted. Class 2 is predicted but never true; class 3 is neither true nor predicted.
+    confusion = torch.tensor([[6, 2, 2, 0], [1, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    scores = segmentation_scores(confusion)
+    # t = (10, 4, 0, 0); n_ii = (6, 3, 0, 0); predicted = (7, 5, 2, 0); IU = 6/11, 3/6, 0/2, undefined.
+    assert scores["pixel_acc"].item() == pytest.approx(9 / 14)
+    assert scores["mean_acc"].item() == pytest.approx((6 / 10 + 3 / 4) / 2)  # n_cl = 2: classes never true left out
+    assert scores["miou"].item() == pytest.approx((6 / 11 + 3 / 6 + 0) / 3)  # n_cl = 3: class 2 counts 0
+    assert scores["fwiou"].item() == pytest.approx((10 * 6 / 11 + 4 * 3 / 6) / 14)
+    assert scores["iou"][:3].tolist() == pytest.approx([6 / 11, 1 / 2, 0]) and scores["iou"][3].isnan()
+    assert scores["acc"][:2].tolist() == pytest.approx([0.6, 0.75]) and scores["acc"][2:].isnan().all()
+
+
+def reference_scores(truth: np.ndarray, predicted: np.ndarray, classes: int) -> dict[str, float]:
+    """The FCN authors' evaluation (fcn.berkeleyvision.org, score.py), in numpy over flattened label arrays."""
+    labelled = (truth >= 0) & (truth < classes)
+    hist = np.bincount(classes * truth[labelled] + predicted[labelled], minlength=classes**2).reshape(classes, classes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iu = np.diag(hist) / (hist.sum(1) + hist.sum(0) - np.diag(hist))
+        freq = hist.sum(1) / hist.sum()
+        return {
+            "pixel_acc": np.diag(hist).sum() / hist.sum(),
+            "mean_acc": np.nanmean(np.diag(hist) / hist.sum(1)),
+            "miou": np.nanmean(iu),
+            "fwiou": (freq[freq > 0] * iu[freq > 0]).sum(),
+        }
+
+
+def test_fcn_metrics_match_the_reference_code_over_batches():
+    generator = torch.Generator().manual_seed(0)
+    classes = 6
+    metric = SegmentationScores(classes, ignore_index=255)
+    truths, guesses = [], []
+    for _ in range(3):
+        truth = torch.randint(0, classes - 1, (2, 9, 11), generator=generator)  # class 5 never true
+        truth[torch.rand(truth.shape, generator=generator) < 0.2] = 255
+        guess = torch.where(torch.rand(truth.shape, generator=generator) < 0.6, truth.clamp(max=classes - 1),
+                            torch.randint(0, classes, truth.shape, generator=generator))  # fmt: skip
+        metric.update(guess, truth)
+        truths.append(truth.flatten())
+        guesses.append(guess.flatten())
+    expected = reference_scores(torch.cat(truths).numpy(), torch.cat(guesses).numpy(), classes)
+    computed = metric.compute()
+    assert {name: computed[name].item() for name in expected} == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a bare step, no Trainer attached
+def test_test_keeps_the_images_of_lowest_iou(one_thread):
+    model = FCN(num_classes=3, variant="32s", **TINY).eval()
+    model.lowest_iou_count = 2
+    model.on_test_epoch_start()
+    truth = torch.zeros(4, 6, 6, dtype=torch.long)
+    truth[:, :3] = 1
+    guesses = truth.clone()
+    guesses[0, :3, :2] = 0  # image a: IU 18/24 for background, 12/18 for class 1 -> 0.71
+    guesses[1] = 2  # image b: every pixel wrong -> 0
+    guesses[3, 0, 0] = 2  # image d: one pixel of a class not in the truth -> (1 + 17/18 + 0) / 3
+    truth[2] = 255  # image c: all void, no IoU
+    batch = {"image": torch.randn(4, 3, 6, 6), "mask": truth, "size": [(6, 6)] * 4, "name": list("abcd"),
+             "path": [""] * 4}  # fmt: skip
+    model.keep_lowest_iou(batch, 0, guesses)
+    assert [round(iou, 4) for iou, _ in model.lowest_iou] == [0, round((1 + 17 / 18) / 3, 4)]
+    assert model.lowest_iou[0][1].caption == "b\ntruth | predicted, IoU 0.00"
+    assert model.lowest_iou[0][1].image.shape == (3, 6, 6 + 4 + 6)  # truth | predicted, like the samples
+    # A second batch: e (all wrong, 0) displaces d; f (right, 1) and h (0.71) do not.
+    model.keep_lowest_iou({**batch, "name": list("efgh")}, 1, guesses.roll(-1, dims=0))
+    assert [sample.caption.split("\n")[0] for _, sample in model.lowest_iou] == ["b", "e"]
+    picture = model.summary_pictures("test")["test/lowest_iou"]
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8
+    assert model.summary_pictures("val") == {}
 
 
 def test_caffe_bias_rule_puts_biases_in_their_own_group():
@@ -150,8 +223,10 @@ def test_fcn_fit_test_predict_in_new_processes(variant, voc_tree, tmp_path):
 
     run_cli("test", *args, "--ckpt_path", "best", cwd=tmp_path)
     metrics = (runs / "version_0" / "test" / "metrics.csv").read_text()  # beside the run it evaluates
-    for key in ("test/miou", "test/pixel_acc", "test/loss", "test/iou/background", "test/iou/triangle"):
+    for key in ("test/loss", *(f"test/{name}" for name in SEGMENTATION_SCORES), "test/iou/background",
+                "test/iou/triangle", "test/acc/background", "test/acc/triangle"):  # fmt: skip
         assert key in metrics
+    assert (runs / "version_0" / "test" / "pictures" / "test_lowest_iou.png").is_file()
 
     run_cli("predict", *args, "--ckpt_path", "last", cwd=tmp_path)
     predictions = runs / "version_0" / "predict" / "predictions"
@@ -195,9 +270,14 @@ def test_ddp_on_two_cpu_processes_matches_single_process(voc_tree, tmp_path):
     validated = []  # each validate writes into the fit's run folder, replacing the one before
     for trainer in (ddp, single):
         run_cli("validate", *args, *trainer, "--ckpt_path", "last", cwd=tmp_path)
-        validated.append(last_metrics(runs / "version_0" / "validate" / "metrics.csv")["val/miou"])
+        logged = last_metrics(runs / "version_0" / "validate" / "metrics.csv")
+        validated.append({name: logged[f"val/{name}"] for name in SEGMENTATION_SCORES})
     # 3 val scenes over 2 ranks: the confusion matrices are summed across ranks, each scene counted once.
     assert validated[0] == pytest.approx(validated[1], abs=1e-6)
+    run_cli("test", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    # The 2 test scenes, one per rank, in one row (one scene alone makes a picture half as wide).
+    width, height = Image.open(runs / "version_0" / "test" / "pictures" / "test_lowest_iou.png").size
+    assert width > 3 * height
     run_cli("predict", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
     written = sorted(p.stem for p in (runs / "version_0" / "predict" / "predictions" / "masks").iterdir())
     assert written == (voc_tree / "ImageSets" / "Segmentation" / "test.txt").read_text().split()

@@ -24,6 +24,7 @@ from lit_models.datamodules.files import (
     load_rgb,
     report,
 )
+from lit_models.datamodules.protocols import ProtocolViews, TestCrops, check_test_protocol
 from lit_models.datamodules.sources import mnist5k
 from lit_models.datamodules.spec import DataSpec
 from lit_models.datamodules.transforms import (
@@ -49,10 +50,12 @@ class ImageFileDataset(FileDataset):
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images and labels; a batch holding an undecodable file keeps only the messages."""
+    """Stack images and labels; a batch holding an undecodable file keeps only the messages. Dense test views (each
+    sample a list of images of its own sizes) stay a list, one entry per sample."""
     batch = collate_metadata(samples)
     if not batch["errors"]:
-        batch["image"] = torch.stack([s["image"] for s in samples])
+        images = [s["image"] for s in samples]
+        batch["image"] = images if isinstance(images[0], list) else torch.stack(images)
         batch["label"] = torch.tensor([s["label"] for s in samples])
     return batch
 
@@ -62,7 +65,8 @@ class ImageFolderDataModule(FileDataModule):
 
     ``num_classes`` and ``class_names`` come from the names of ``root/train``'s sub-folders (sorted), read in
     ``__init__``; no image is opened until ``setup``. Batches are dicts: ``image`` N x 3 x S x S, ``label`` N,
-    ``path`` (the files, for predictions).
+    ``path`` (the files, for predictions). A multi-crop test gives ``image`` N x V x 3 x S x S (V views per image), a
+    dense one a list of N lists of views 3 x H x W (``test_crops``).
     """
 
     def __init__(
@@ -85,7 +89,8 @@ class ImageFolderDataModule(FileDataModule):
         skip_corrupt: bool = False,
         predict_dir: str | None = None,
         cache_dir: str | None = None,
-        test_crops: int = 1,
+        test_crops: TestCrops = 1,
+        test_scales: list[int] | None = None,
     ) -> None:
         """Configure the data.
 
@@ -118,15 +123,21 @@ class ImageFolderDataModule(FileDataModule):
             skip_corrupt: Replace undecodable images with the next readable one and log them, instead of stopping.
             predict_dir: Folder of images (any depth) for ``predict``; default: the test split, else val.
             cache_dir: Where embedded data is exported (default $LIT_MODELS_CACHE or ~/.cache/lit_models).
-            test_crops: 1 (the centre crop), or 10: ``test`` scores each image by the softmax averaged over its
-                ten crops (torchvision's TenCrop; AlexNet's and ResNet's protocol). Validation stays single-crop.
+            test_crops: The views ``test`` scores each image by, their softmax class posteriors averaged
+                (docs/classification.md, "Test protocols"): 1 (the centre crop), 10 (the four corners, the centre
+                and their mirror images: AlexNet's and ResNet's ten crops), 144 (GoogLeNet's 144 crops over 4
+                scales) or "dense" (the whole image and its mirror image through the fully convolutional net: VGG's
+                dense evaluation, ResNet's fully convolutional test). Validation stays single-crop.
+            test_scales: The shorter sides Q the test image is resized to, one set of views each, in the papers'
+                pixels for a 224 crop (scaled to image_size), at least 224: [256, 384, 512] is VGG's multi-scale
+                test, [224, 256, 384, 480, 640] ResNet's. None: 256; with 1 crop, the preset's own evaluation
+                (validation's); 144 crops take GoogLeNet's [256, 288, 320, 352] and no other.
         """
         super().__init__()
         self.save_hyperparameters()
         check_fractions(val_fraction)
         check_augmentation(preset, shorter_side, lighting)
-        if test_crops not in (1, 10):
-            raise ValueError(f"test_crops must be 1 (centre crop) or 10 (TenCrop), got {test_crops}")
+        check_test_protocol(test_crops, test_scales)
         self.embedded = root is None
         if self.embedded:
             self.root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -152,9 +163,9 @@ class ImageFolderDataModule(FileDataModule):
         hp = self.hparams
         return self.image_spec("classification", hp.image_size, evaluation_resize(hp.preset))
 
-    def transform(self, train: bool, crops: int = 1) -> Callable:
-        """The training transform, the evaluation one (``spec.preprocess()``), or the ten crops of ``test``."""
-        if not train and crops == 1:
+    def transform(self, train: bool) -> Callable:
+        """The training transform, or the evaluation one (``spec.preprocess()``)."""
+        if not train:
             return self.spec.preprocess()
         hp = self.hparams
         return classification_transform(
@@ -167,9 +178,16 @@ class ImageFolderDataModule(FileDataModule):
             hp.scale_jitter,
             tuple(hp.mean),
             tuple(hp.std),
-            crops,
             tuple(hp.shorter_side) if hp.shorter_side else None,
         )
+
+    def test_transform(self) -> Callable:
+        """The views of the test protocol (``test_crops`` at ``test_scales``); the evaluation transform for the
+        single centre crop at the preset's own scale."""
+        hp = self.hparams
+        if hp.test_crops == 1 and hp.test_scales is None:
+            return self.transform(train=False)
+        return ProtocolViews(hp.test_crops, hp.test_scales, hp.image_size, hp.mean, hp.std)
 
     def setup(self, stage: str) -> None:
         if self.datasets:
@@ -191,15 +209,15 @@ class ImageFolderDataModule(FileDataModule):
             train, val = self.split_off_validation(train)
         self.datasets["train"] = ImageFileDataset(train, self.transform(train=True), skip)
         self.datasets["val"] = ImageFileDataset(val, self.transform(train=False), skip)
-        if (self.root / "test").is_dir():
-            test = list_labelled_images(self.root / "test", self.class_names)
-            self.datasets["test"] = ImageFileDataset(test, self.transform(False, self.hparams.test_crops), skip)
+        test = list_labelled_images(self.root / "test", self.class_names) if (self.root / "test").is_dir() else None
+        if test is not None:
+            self.datasets["test"] = ImageFileDataset(test, self.test_transform(), skip)
         predict_dir = self.hparams.predict_dir
         if predict_dir:
             _, files = list_predict_images(predict_dir)
             self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
-        else:
-            self.datasets["predict"] = self.datasets.get("test", self.datasets["val"])
+        else:  # one evaluation view per image, whatever the test protocol
+            self.datasets["predict"] = ImageFileDataset(val if test is None else test, self.transform(False), skip)
 
     def images_dataset(self, images: list) -> ImageFileDataset:
         """A predict dataset of PIL images held in memory, with the evaluation transform."""

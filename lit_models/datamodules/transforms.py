@@ -193,27 +193,15 @@ def classification_transform(
     scale_jitter: float = 0.0,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
-    crops: int = 1,
     shorter_side: tuple[int, int] | None = None,
 ) -> v2.Compose:
     """The training transform of ``preset`` (``training_transform``, which documents the arguments), or the
-    evaluation one: the preset's resize rule (``evaluation_resize``), the same for every preset but "small".
-
-    In evaluation, ``crops=10`` gives crops x 3 x image_size x image_size: torchvision's TenCrop of the image resized
-    to image_size x 256/224, the four corners and the centre and their mirror images (AlexNet's and ResNet's test
-    protocol).
+    evaluation one: the preset's resize rule (``evaluation_resize``), the same for every preset but "small". The
+    papers' multi-crop and dense test protocols are :mod:`lit_models.datamodules.protocols`.
     """
     if train:
         return training_transform(preset, image_size, hflip, lighting, rotation, scale_jitter, shorter_side, mean, std)
-    resize = evaluation_resize(preset)
-    if crops == 1:
-        return evaluation_transform(resize, image_size, mean, std)
-    if crops != 10:
-        raise ValueError(f"test crops must be 1 or 10, got {crops}")
-    return v2.Compose(
-        [v2.ToImage(), v2.Resize(scaled(256, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True),
-         v2.Normalize(mean, std), v2.TenCrop(image_size), StackCrops()]
-    )  # fmt: skip
+    return evaluation_transform(evaluation_resize(preset), image_size, mean, std)
 
 
 def evaluation_transform(
@@ -233,13 +221,6 @@ def evaluation_transform(
         geometry = [v2.Resize((image_size, image_size), antialias=True)]
     normalise = [v2.Normalize(mean, std)] if mean is not None and std is not None else []
     return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *normalise])
-
-
-class StackCrops(torch.nn.Module):
-    """TenCrop's tuple of crops -> one tensor crops x 3 x H x W."""
-
-    def forward(self, crops: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return torch.stack([crop.as_subclass(torch.Tensor) for crop in crops])
 
 
 def segmentation_transform(

@@ -13,9 +13,12 @@ from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from lit_models.datamodules.spec import DataSpec
+from lit_models.detection.error_analysis import ErrorAnalysis
+from lit_models.detection.test_time import FlipMerge, check_flip_merge, flip_test
+from lit_models.detection.voc_ap import VOCAveragePrecision
 from lit_models.drawing import DRAW_SCORE, displayable, draw_boxes, side_by_side
-from lit_models.metrics import evaluation_targets, gather_images, mean_average_precision, voc07_average_precision
-from lit_models.pictures import Sample
+from lit_models.metrics import evaluation_targets, gather_images, mean_average_precision
+from lit_models.pictures import Picture, Sample
 from lit_models.predictions import BoxPrediction
 from lit_models.task import TaskModule, input_names
 from lit_models.writers import DetectionWriter
@@ -32,8 +35,12 @@ class Detector(TaskModule, ABC):
     The net exposes ``loss(images, targets) -> dict`` (the parts of its multi-task loss, summed here and each
     logged as ``train/<part>``) and ``predict(images) -> list[dict]`` (``boxes`` xyxy in input pixels,
     ``scores``, ``labels`` 1..K). Validation and test compute mAP with COCO's algorithm over the whole split:
-    ``{stage}/map_50`` (IoU 0.5, the PASCAL VOC measure, the headline), ``{stage}/map`` (COCO's mean over IoU
+    ``{stage}/map_50`` (IoU 0.5, the headline unless ``voc07_ap``), ``{stage}/map`` (COCO's mean over IoU
     0.5:0.95), ``map_75`` and ``mar_100``; test adds each class's AP at IoU 0.5 as ``test/ap_50/<class>``.
+    ``voc07_ap`` adds PASCAL VOC's AP as its devkit computes it (below). Test also analyses the errors (YOLO's
+    breakdown, a confusion matrix, precision-recall curves, the worst mistakes, proposal recall:
+    :class:`lit_models.detection.error_analysis.ErrorAnalysis`), logged as ``test/errors/<category>`` and drawn by
+    ``summary_pictures``.
     ``predict`` returns detections in the pixels of the original image files, which the CLI's writer draws and
     saves as JSON.
 
@@ -47,11 +54,23 @@ class Detector(TaskModule, ABC):
         weights_backbone: Classifier weights for the backbone: torchvision's by name (IMAGENET1K_V1, DEFAULT), or a
             local torchvision state dict or lit-models checkpoint; a VGG-16 trunk with a 4096-wide head also
             initialises fc6/fc7 from them, as the papers do.
-        voc07_ap: Also log PASCAL VOC 2007's 11-point interpolated AP at IoU 0.5, the measure of the R-CNN,
-            SPPNet, Fast/Faster R-CNN and YOLO tables, as ``{stage}/map_50_voc07`` (and per class in test,
-            ``test/ap_50_voc07/<class>``). It is COCO's evaluation at recalls 0, 0.1, ..., 1 (the precision
-            envelope's value at each, averaged), with difficult objects ignored; COCO's matching gives a detection
-            the best box not yet matched, where VOC's devkit counts it false when its best box is taken.
+        similar_classes: Groups of classes that look alike, by name, for the test's error analysis
+            (:mod:`lit_models.detection.error_analysis`): a detection on an object of another class of one of its
+            class's groups is a "similar" error, on any other class an "other" one (YOLO §4.2 after Hoiem et al.
+            2012). The ``*_voc`` recipes give Hoiem et al.'s VOC groups; None: every wrong class is "other".
+        test_flip: Horizontal-flip test-time augmentation: every detection pass (validation, test, predict, a call
+            of the module) also detects on the mirror image (and mirrored proposals) and merges both sets by
+            ``flip_merge`` (:mod:`lit_models.detection.test_time`). ``lit-models test --model.init_args.test_flip
+            true`` tests a checkpoint trained without it.
+        flip_merge: "nms": the two sets through per-class NMS at the net's ``box_nms_thresh``; "vote": the same,
+            then each kept box the score-weighted mean of the boxes overlapping it at IoU >= 0.5 (Gidaris &
+            Komodakis 2015's box voting).
+        voc07_ap: Also evaluate as PASCAL VOC's devkit does (:class:`lit_models.detection.voc_ap.VOCAveragePrecision`:
+            its matching, difficult objects neither hit nor miss) and make VOC2007's 11-point AP the monitored
+            headline, the measure of the R-CNN, SPPNet, Fast/Faster R-CNN and YOLO v1 tables: validation and test log
+            ``{stage}/map_50_voc07`` (11-point) and ``{stage}/map_50_voc10`` (VOC2010+'s area under the precision
+            envelope), test each class's as ``test/ap_50_voc07/<class>`` and ``test/ap_50_voc10/<class>``. Boxes are
+            compared as continuous edges, which on lit-models' VOC reading equals the devkit's +1-pixel overlap.
     """
 
     monitor = "val/map_50"
@@ -66,7 +85,10 @@ class Detector(TaskModule, ABC):
         self,
         num_classes: int = 21,
         weights_backbone: str | None = None,
+        similar_classes: list[list[str]] | None = None,
         voc07_ap: bool = False,
+        test_flip: bool = False,
+        flip_merge: FlipMerge = "nms",
         bias_lr_mult: float = 1.0,
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
@@ -75,6 +97,10 @@ class Detector(TaskModule, ABC):
     ) -> None:
         """Build the architecture's net, with ``loss`` and ``predict`` as above."""
         super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler)
+        check_flip_merge(flip_merge)
+        self.test_flip, self.flip_merge = test_flip, flip_merge
+        if voc07_ap:  # before build_net, whose own headline (Faster R-CNN's RPN-only steps) wins
+            self.monitor = "val/map_50_voc07"
         self.net = self.build_net(num_classes, **net_args)
         if weights_backbone:
             self.net.load_backbone_weights(weights_backbone)
@@ -82,8 +108,9 @@ class Detector(TaskModule, ABC):
         self.test_map = mean_average_precision()
         # VOC's per-class table: AP at IoU 0.5 only (class_metrics reports per class at the given thresholds).
         self.test_class_ap = mean_average_precision(iou_thresholds=[0.5], class_metrics=True)
+        self.error_analysis = ErrorAnalysis(num_classes, similar_classes)  # test's: logged and drawn at its end
         stages = ("val", "test") if voc07_ap else ()
-        self.voc07 = nn.ModuleDict({stage: voc07_average_precision(class_metrics=stage == "test") for stage in stages})
+        self.voc_ap = nn.ModuleDict({stage: VOCAveragePrecision() for stage in stages})
 
     @classmethod
     def data_arguments(cls, model_args: dict[str, Any], data_args: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +127,7 @@ class Detector(TaskModule, ABC):
 
     def check_data(self, spec: DataSpec) -> None:
         super().check_data(spec)
+        self.error_analysis.use_classes(spec.class_names)
         if self.uses_proposals and not spec.proposals:
             raise ValueError(
                 f"{type(self).__name__} classifies region proposals, but data.proposals is null: set "
@@ -112,6 +140,14 @@ class Detector(TaskModule, ABC):
         """The architecture's network, from the constructor's ``**net_args`` (each module defines it)."""
 
     def forward(self, images: Tensor | list[Tensor], proposals: list[Tensor] | None = None) -> list[dict[str, Tensor]]:
+        if self.test_flip:
+            net = self.net
+            return flip_test(self.one_pass, images, proposals, self.flip_merge, net.box_nms_thresh,
+                             net.box_detections_per_img)  # fmt: skip
+        return self.one_pass(images, proposals)
+
+    def one_pass(self, images: Tensor | list[Tensor], proposals: list[Tensor] | None = None) -> list[dict[str, Tensor]]:
+        """The net's detections on the images as they are."""
         return self.net.predict(images, proposals) if self.uses_proposals else self.net.predict(images)
 
     def proposals(self, batch: Any) -> list[Tensor] | None:
@@ -144,41 +180,57 @@ class Detector(TaskModule, ABC):
         _, targets = self.split(batch)
         detections, truth = self.detect(batch), evaluation_targets(targets)
         self.val_map.update(detections, truth)
-        if "val" in self.voc07:
-            self.voc07["val"].update(detections, truth)
+        if "val" in self.voc_ap:
+            self.voc_ap["val"].update(detections, truth)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        _, targets = self.split(batch)
+        images, targets = self.split(batch)
         detections, truth = self.detect(batch), evaluation_targets(targets)
         self.test_map.update(detections, truth)
         self.test_class_ap.update(detections, truth)
-        if "test" in self.voc07:
-            self.voc07["test"].update(detections, truth)
+        self.error_analysis.update(images, self.image_statistics(), detections, truth, self.draw_score)
+        if self.uses_proposals:
+            self.error_analysis.proposal_recall.update(self.proposals(batch), targets)
+        if "test" in self.voc_ap:
+            self.voc_ap["test"].update(detections, truth)
 
     def log_map(self, stage: str, metric: MeanAveragePrecision) -> None:
         gather_images(metric)  # every rank then computes the same, global values
         result = metric.compute()
         self.log_dict({f"{stage}/{key}": result[key] for key in LOGGED}, prog_bar=True)
         metric.reset()
-        if stage in self.voc07:
-            gather_images(self.voc07[stage])
-            voc07 = self.voc07[stage].compute()
-            self.log(f"{stage}/map_50_voc07", voc07["map_50"], prog_bar=True)
-            if stage == "test":
-                classes = voc07["classes"].tolist()
-                self.log_per_class("test/ap_50_voc07", voc07["map_per_class"].reshape(-1).tolist(), classes)
-            self.voc07[stage].reset()
+        if stage in self.voc_ap:
+            self.log_voc_ap(stage, self.voc_ap[stage])
+
+    def log_voc_ap(self, stage: str, metric: VOCAveragePrecision) -> None:
+        gather_images(metric)
+        result = metric.compute()  # torchmetrics squeezes a one-class split's per-class tensors: reshape(-1)
+        self.log_dict({f"{stage}/{key}": result[key] for key in ("map_50_voc07", "map_50_voc10")}, prog_bar=True)
+        if stage == "test":
+            classes = result["classes"].reshape(-1).tolist()
+            # -1 marks a class without (non-difficult) ground truth in the split: not measured.
+            for key in ("ap_50_voc07", "ap_50_voc10"):
+                self.log_per_class(f"test/{key}", result[key].reshape(-1).tolist(), classes)
+        metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         self.log_map("val", self.val_map)
 
+    def on_test_epoch_start(self) -> None:
+        self.error_analysis.reset()
+
     def on_test_epoch_end(self) -> None:
+        self.log_dict(self.error_analysis.scalars())
         self.log_map("test", self.test_map)
         gather_images(self.test_class_ap)
         result = self.test_class_ap.compute()
         # -1 marks a class with neither ground truth nor detections in the split: not measured.
         self.log_per_class("test/ap_50", result["map_per_class"].reshape(-1).tolist(), result["classes"].tolist())
         self.test_class_ap.reset()
+
+    def summary_pictures(self, stage: str) -> dict[str, Picture]:
+        """The test split's error analysis (:class:`lit_models.detection.error_analysis.ErrorAnalysis`)."""
+        return self.error_analysis.pictures(self.display_names) if stage == "test" else {}
 
     @torch.no_grad()
     def show(self, batch: Any, count: int, most: int = 10) -> list[Sample]:

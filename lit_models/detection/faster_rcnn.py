@@ -10,21 +10,18 @@ from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
-from torchmetrics import Metric
-from torchvision.ops import box_iou
+from torch import Tensor
 
 from lit_models.datamodules.files import DataError
 from lit_models.detection.base import Detector
+from lit_models.detection.proposal_recall import RECALL_IOUS, ProposalRecall
 from lit_models.drawing import displayable, draw_boxes, side_by_side
-from lit_models.metrics import evaluation_targets
 from lit_models.nets.faster_rcnn import FasterRCNNNet
 from lit_models.pictures import Sample
 from lit_models.stages import InitError, ParameterMapping, SourceModel, read_source
 
 log = logging.getLogger(__name__)
 
-RECALL_IOUS = (0.5, 0.7)  # proposal recall is logged at these IoUs (the paper's Fig. 4 plots it from 0.5 to 1)
 # Hyperparameters a proposal network or a carried RPN must share with this net: anchors mean boxes, not shapes.
 RPN_ARGUMENTS = ("backbone", "width_mult", "batch_norm", "anchor_sizes", "aspect_ratios")
 
@@ -34,27 +31,6 @@ def rpn_settings(hparams: Mapping[str, Any]) -> dict[str, Any]:
     defaults = inspect.signature(FasterRCNNNet).parameters
     settings = {name: hparams.get(name, defaults[name].default) for name in RPN_ARGUMENTS}
     return {name: list(value) if isinstance(value, (list, tuple)) else value for name, value in settings.items()}
-
-
-class ProposalRecall(Metric):
-    """Share of the ground-truth boxes (difficult and crowd ones left out) that some proposal overlaps by at least
-    each IoU of ``RECALL_IOUS``, over a whole split."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("hits", torch.zeros(len(RECALL_IOUS)), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
-
-    def update(self, proposals: list[Tensor], targets: list[dict[str, Tensor]]) -> None:
-        for boxes, truth in zip(proposals, evaluation_targets(targets), strict=True):
-            counted = truth["boxes"][truth["iscrowd"] == 0]
-            if len(counted) and len(boxes):
-                best = box_iou(counted, boxes.to(counted)).max(dim=1).values  # per true box, its best proposal
-                self.hits += torch.stack([(best >= iou).sum() for iou in RECALL_IOUS]).to(self.hits)
-            self.total += len(counted)
-
-    def compute(self) -> Tensor:
-        return self.hits / self.total.clamp(min=1)
 
 
 class FasterRCNN(Detector):
@@ -73,8 +49,9 @@ class FasterRCNN(Detector):
     and the detector, step 2's, bit for bit.
 
     Validation and test log the proposal recall of the RPN whose proposals the detector sees
-    (``{stage}/proposal_recall_50`` and ``_70``, at the test number of proposals) beside mAP. An RPN-only step
-    (``train_parts="rpn"``) trains no detector head, so it logs recall alone and picks its checkpoints by
+    (``{stage}/proposal_recall_50`` and ``_70``, at the test number of proposals) beside mAP; test also logs it with
+    fewer proposals and draws it against their number (:mod:`lit_models.detection.error_analysis`). An RPN-only
+    step (``train_parts="rpn"``) trains no detector head, so it logs recall alone and picks its checkpoints by
     ``val/proposal_recall_50``.
     """
 
@@ -99,7 +76,7 @@ class FasterRCNN(Detector):
         self.proposals_from = proposals_from
         if net.train_parts == "rpn":
             self.monitor = "val/proposal_recall_50"
-        self.recall = nn.ModuleDict({"val": ProposalRecall(), "test": ProposalRecall()})
+        self.val_recall = ProposalRecall()  # test's is the error analysis's
         return net
 
     def on_fit_start(self) -> None:
@@ -155,12 +132,12 @@ class FasterRCNN(Detector):
         return ParameterMapping(sources, tuple(new))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.recall["val"].update(*self.proposals_and_truth(batch))
+        self.val_recall.update(*self.proposals_and_truth(batch))
         if self.net.train_parts != "rpn":
             super().validation_step(batch, batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.recall["test"].update(*self.proposals_and_truth(batch))
+        self.error_analysis.proposal_recall.update(*self.proposals_and_truth(batch))
         if self.net.train_parts != "rpn":
             super().test_step(batch, batch_idx)
 
@@ -168,21 +145,19 @@ class FasterRCNN(Detector):
         images, targets = self.split(batch)
         return self.net.propose(images), targets
 
-    def log_recall(self, stage: str) -> None:
-        recall = self.recall[stage].compute()
-        for iou, value in zip(RECALL_IOUS, recall, strict=True):
-            self.log(f"{stage}/proposal_recall_{round(iou * 100)}", value, prog_bar=iou == RECALL_IOUS[0])
-        self.recall[stage].reset()
-
     def on_validation_epoch_end(self) -> None:
-        self.log_recall("val")
+        recall = self.val_recall.compute().final
+        for iou, value in zip(RECALL_IOUS, recall, strict=True):
+            self.log(f"val/proposal_recall_{round(iou * 100)}", value, prog_bar=iou == RECALL_IOUS[0])
+        self.val_recall.reset()
         if self.net.train_parts != "rpn":
             super().on_validation_epoch_end()
 
     def on_test_epoch_end(self) -> None:
-        self.log_recall("test")
         if self.net.train_parts != "rpn":
             super().on_test_epoch_end()
+        else:  # the proposal recall alone
+            self.log_dict(self.error_analysis.scalars())
 
     @torch.no_grad()
     def show(self, batch: Any, count: int, most: int = 10) -> list[Sample]:

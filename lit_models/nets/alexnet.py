@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lit_models.nets.checks import check_classifier_head
+from lit_models.nets.dense_evaluation import FullyConnectedHead
 
 # Paper §3.3: b = a / (k + alpha * sum_{n neighbours} a^2) ** beta with k=2, n=5, alpha=1e-4, beta=0.75.
 # torch's LocalResponseNorm divides alpha by `size` (it averages the squares instead of summing them), so
@@ -47,7 +48,7 @@ def _scale(channels: int, width_mult: float, multiple: int) -> int:
     return max(multiple, multiple * round(channels * width_mult / multiple))
 
 
-class AlexNet(nn.Module):
+class AlexNet(FullyConnectedHead):
     """AlexNet image classifier.
 
     ``variant="paper"`` follows Krizhevsky et al. 2012 (§3, Fig. 2): conv 96-11x11/4, 256-5x5, 384-3x3,
@@ -67,7 +68,8 @@ class AlexNet(nn.Module):
     * Input size: the paper says 224x224, but 11x11 kernels at stride 4 only give 55x55 from 227x227.
       We pad conv1 by 2 (as torchvision does), so 224x224 gives (224 + 4 - 11) // 4 + 1 = 55.
     * ``avgpool = AdaptiveAvgPool2d((6, 6))`` before the classifier (identity at 224 px) so any input of
-      at least 63 px works.
+      at least 63 px works; ``score_map`` applies the FC layers as convolutions over a larger image (VGG's
+      dense evaluation).
     * Initialisation (``init``): "torch" (the layers' defaults, as torchvision's AlexNet), "paper" (§5: weights
       from N(0, 0.01), biases 1 in conv2, conv4, conv5 and the hidden FC layers so their ReLUs start with
       positive inputs, 0 elsewhere; it trains only with the paper's small, slowly decayed lr over many epochs)

@@ -9,9 +9,11 @@ each class's regressed box, per-class NMS 0.3. Shared parts: :mod:`lit_models.ne
 
 Deviations from the paper:
 
-* Tested at one scale: the image resized to a shorter side of ``min_size``, the longer side capped at
-  ``max_size`` (the paper's 600 and 1000; :mod:`lit_models.nets.shared_map`); its multi-scale test pyramid is not
-  offered. Multi-scale training is (``train_scales``: §2.4, §5.2's five scales, the longer side capped at 2000).
+* Tested at one scale by default: the image resized to a shorter side of ``min_size``, the longer side capped at
+  ``max_size`` (the paper's 600 and 1000; :mod:`lit_models.nets.shared_map`). ``test_scales`` is its multi-scale
+  test pyramid (§2.4, §5.2's five scales with ``max_size`` 2000), each RoI pooled at the scale where it is closest
+  to 224 x 224 pixels, SPPnet's rule, which the paper names but does not restate; ``train_scales`` its multi-scale
+  training.
 * The truncated SVD of fc6/fc7 (§3.1) is :meth:`~lit_models.nets.region_detector.RegionDetectorNet.truncate_head`,
   used at test by ``FastRCNN(svd_ranks=...)``.
 * ``roi_pool="align"`` swaps RoI max pooling for RoIAlign (Mask R-CNN, 2017; ``aligned=True``, the half-pixel
@@ -71,8 +73,9 @@ class FastRCNNNet(SharedMapNet):
             sampling_ratio: RoIAlign's bilinear samples per bin side (<= 0: adaptive); unused by "pool".
             bg_iou: IoU range [low, high) of background proposals, the others not sampled ((0.1, 0.5): the paper's,
                 §2.3); null: [0, fg_iou).
-            head_args: The head's sampling, training and test settings: the other keyword arguments of
-                :class:`~lit_models.nets.region_detector.RegionDetectorNet`.
+            head_args: The multi-scale test (``test_scales``, ``test_window``: §5.2's image pyramid) of
+                :class:`~lit_models.nets.shared_map.SharedMapNet`, and the head's sampling, training and test
+                settings: the other keyword arguments of :class:`~lit_models.nets.region_detector.RegionDetectorNet`.
         """
         check_args("FastRCNNNet", [
             ("roi_pool", roi_pool, roi_pool in ("pool", "align"), "'pool' (RoI max pooling, the paper's) or 'align'"),

@@ -160,6 +160,15 @@ class FasterRCNNNet(FasterRCNN):
             module.requires_grad_(False)
         self.train(self.training)
 
+    # torchvision's RoIHeads keep the test settings; the other detection nets expose them under these names.
+    @property
+    def box_nms_thresh(self) -> float:
+        return self.roi_heads.nms_thresh
+
+    @property
+    def box_detections_per_img(self) -> int:
+        return self.roi_heads.detections_per_img
+
     def add_proposer(self) -> Proposer:
         """Give the detector a separate, fixed proposal network (trunk + RPN of this net's architecture), as in the
         4-step scheme's step 2, where Fast R-CNN trains its own trunk on the proposals of step 1's RPN. Its weights

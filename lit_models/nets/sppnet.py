@@ -21,9 +21,10 @@ Deviations from the paper:
   cover one more cell on each side.
 * The paper fine-tunes only the fully connected layers (its conv layers are the pretrained ZF-5's, fixed);
   here ``frozen_layers`` decides (freezing every convolution gives the paper's).
-* Tested at one scale: the image resized to a shorter side of ``min_size`` (the paper's single-scale s = 688;
-  :mod:`lit_models.nets.shared_map`); the paper also tests over 5 scales, choosing per window the scale at which
-  it is closest to 224 x 224 pixels. ``train_scales`` (the paper's five: 480, 576, 688, 864, 1200) draws each
+* Tested at one scale by default: the image resized to a shorter side of ``min_size`` (the paper's single-scale
+  s = 688; :mod:`lit_models.nets.shared_map`). ``test_scales`` (the paper's five: 480, 576, 688, 864, 1200) is its
+  multi-scale feature extraction (§4.1): each window pooled at the scale where it is closest to 224 x 224 pixels;
+  the SVMs and box regressors then train on those features too. ``train_scales`` (the same five) draws each
   training image's scale from them while the CNN is fine-tuned, the scheme Fast R-CNN §2.4 describes as SPPnet's.
 * The trunk is a classifier cut at stride 16 (VGG-16's conv5_3, without pool5, or ResNet's conv4_x); the
   paper's is ZF-5. The paper's pyramid gives fc6 a C * 50 input, not VGG-16's 512 * 7 * 7, so
@@ -49,7 +50,7 @@ class SPPNetNet(SharedMapNet):
     """Trunk once per image -> spatial pyramid pooling of each window -> fc6/fc7 -> SVMs (softmax for
     fine-tuning); box regression from the pooled features. Staged training: ``self.stage``."""
 
-    feature_settings = ("min_size", "max_size", "pyramid_levels")
+    feature_settings = (*SharedMapNet.feature_settings, "pyramid_levels")
 
     def __init__(
         self,
@@ -76,9 +77,10 @@ class SPPNetNet(SharedMapNet):
                 it is seen ([480, 576, 688, 864, 1200]: the paper's five); test and the SVM stage use ``min_size``.
                 None: fine-tune at ``min_size``.
             pyramid_levels: Bins per side of each pyramid level ((6, 3, 2, 1): the paper's 50 bins).
-            head_args: The head's sampling, training and test settings: the keyword arguments of
-                :class:`~lit_models.nets.region_detector.RegionDetectorNet` (its ``bg_iou`` default, [0, fg_iou),
-                is R-CNN's, which the paper follows).
+            head_args: The multi-scale test (``test_scales``, ``test_window``: the paper's 5 scales, §4.1) of
+                :class:`~lit_models.nets.shared_map.SharedMapNet`, and the head's sampling, training and test
+                settings: the keyword arguments of :class:`~lit_models.nets.region_detector.RegionDetectorNet` (its
+                ``bg_iou`` default, [0, fg_iou), is R-CNN's, which the paper follows).
         """
         levels = tuple(pyramid_levels)
         check_args("SPPNetNet", [

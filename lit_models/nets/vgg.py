@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lit_models.nets.checks import check_classifier_head
+from lit_models.nets.dense_evaluation import FullyConnectedHead
 
 # Paper Table 1: five stages of 3x3 convs, each closed by a 2x2/2 max-pool, with 64, 128, 256, 512, 512
 # channels. Depths count weight layers: the convs plus the three FC layers.
@@ -20,7 +21,7 @@ _CONVS_PER_STAGE: dict[int, tuple[int, ...]] = {
 }
 
 
-class VGG(nn.Module):
+class VGG(FullyConnectedHead):
     """VGG image classifier, layer for layer as ``torchvision.models.vgg{11,13,16,19}[_bn]``.
 
     Same state-dict keys, shapes and parameter counts as torchvision, so its checkpoints load.
@@ -30,8 +31,8 @@ class VGG(nn.Module):
     * ``batch_norm=True`` (BatchNorm after every conv, before its ReLU) is torchvision's addition;
       batch normalisation postdates the paper.
     * ``avgpool = AdaptiveAvgPool2d((7, 7))`` before the classifier (identity at 224 px) so inputs of
-      any size >= 32 px work. The paper instead converts the FC layers to convolutions at test time
-      ("dense" evaluation); that belongs to evaluation code, not to this module.
+      any size >= 32 px work. The paper's test-time conversion of the FC layers to convolutions ("dense"
+      evaluation, §3.2) is ``score_map``, used by ``ImageFolderDataModule(test_crops="dense")``.
     * Initialisation follows torchvision (Kaiming-normal fan-out convs, N(0, 0.01) linear weights, zero
       biases), not the paper's scheme of initialising deeper nets from a trained configuration A; the
       paper itself notes (§3.1) that Glorot-style random init works without pre-training.
