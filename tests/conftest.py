@@ -65,6 +65,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def seeded_one_thread(one_thread):
+    """One thread, and torch's generator at seed 0: tiny nets built with the same random weights in every run."""
+    torch.manual_seed(0)
+
+
 def tiny_quickstart(tree: Path) -> list[str]:
     """The quickstart recipe on a tiny image tree, with a tiny net, for speed."""
     return [

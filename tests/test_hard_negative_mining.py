@@ -20,13 +20,7 @@ from lit_models.nets.sppnet import SPPNetNet
 TINY = {"backbone": "resnet18", "width_mult": 0.125, "representation_size": 16, "rois_per_image": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def problem(images: int = 40, rows: int = 100, dim: int = 16) -> tuple[list[torch.Tensor], list[tuple]]:

@@ -14,13 +14,7 @@ TINY = {"backbone": "resnet18", "width_mult": 0.125, "representation_size": 32, 
 NETS = {"sppnet": SPPNetNet, "fast_rcnn": FastRCNNNet}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def twin_nets(name: str, **test_args) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -20,14 +20,7 @@ D, H = 4, 5
 LENGTHS = (5, 8, 3)  # unsorted: the fused path packs with enforce_sorted=False
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread; several spin and stall when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def padded(steps: int, lengths=LENGTHS, features: int | None = D, tokens: int = 11) -> torch.Tensor:
