@@ -51,6 +51,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/digits.py
 	$(BIN)/python benchmarks/augmentation.py
 	$(BIN)/python benchmarks/test_protocols.py
+	$(BIN)/python benchmarks/data_speed.py
+	$(BIN)/python benchmarks/shards.py --seeds 0 1 2 --epochs 6
+	$(BIN)/python benchmarks/modern_recipe.py
 	$(BIN)/python benchmarks/segmentation.py
 	$(BIN)/python benchmarks/fcn_staged.py --seeds 0 1 --epochs 16 --fraction 0.5
 	$(BIN)/python benchmarks/sequence.py

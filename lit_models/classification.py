@@ -61,7 +61,9 @@ def most_confused(matrix: Tensor, names: Sequence[str], count: int = 5) -> list[
 class ImageClassifier(TaskModule, ABC):
     """The classification loop shared by every architecture.
 
-    Cross-entropy (optional label smoothing) in training; micro top-1/top-5 accuracy and loss for val/test,
+    Cross-entropy (optional label smoothing) in training, on class indices or on class probabilities (the soft
+    labels of MixUp / CutMix batches, ``ImageFolderDataModule(mixup_alpha=, cutmix_alpha=)``, whose training accuracy
+    counts the dominant class of each mixed image); micro top-1/top-5 accuracy and loss for val/test,
     logged as ``{stage}/acc_top1``, ``{stage}/acc_top5``, ``{stage}/loss``; optimizer and LR scheduler injected
     from the config; the class list saved in every checkpoint. Each architecture's module defines ``build_net``
     (the rest of the constructor's arguments go to it, and ``--model.help AlexNet`` lists them) and, where the
@@ -73,6 +75,10 @@ class ImageClassifier(TaskModule, ABC):
         weights: Weights to start from: torchvision's by name (IMAGENET1K_V1, DEFAULT; from torch's cache, downloaded
             there when missing), or a local file (torchvision state dict or lit-models checkpoint). A head of
             another size is left freshly initialised.
+        channels_last: Keep the net's weights and its input batches in the channels-last memory format (NHWC), which
+            convolutions on recent GPUs (tensor cores, with bf16 or fp16) and on CPUs with oneDNN run faster in.
+        compile: Compile the net with ``torch.compile`` when a run sets up (the first batches wait for it); the
+            checkpoint's keys stay the plain net's, so it loads without compiling.
     """
 
     monitor = "val/acc_top1"
@@ -89,11 +95,18 @@ class ImageClassifier(TaskModule, ABC):
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        norm_weight_decay: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
         **net_args: Any,
     ) -> None:
         """Build the architecture's net, whose forward maps N x 3 x H x W images to class scores."""
-        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler)
+        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler, norm_weight_decay)
         self.net = self.build_net(num_classes, **net_args)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:  # loaded weights are copied into these tensors and keep their layout
+            self.net.to(memory_format=torch.channels_last)
+        self.compiled = False
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
@@ -107,21 +120,33 @@ class ImageClassifier(TaskModule, ABC):
     def build_net(self, num_classes: int, **net_args: Any) -> nn.Module:
         """The architecture's network, from the constructor's ``**net_args`` (each module defines it)."""
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.hparams.compile and not self.compiled:
+            # In place (nn.Module.compile): the parameters keep their names, so checkpoints load into a plain net.
+            self.net.compile()
+            self.compiled = True
+
     def forward(self, images: Tensor) -> Any:
-        return self.net(images)
+        return self.net(images.contiguous(memory_format=self.memory_format))
 
     def logits(self, output: Any) -> Tensor:
         """Class scores N x num_classes from the net's output."""
         return output
 
     def training_loss(self, output: Any, labels: Tensor) -> Tensor:
+        """Cross-entropy with the configured label smoothing; ``labels`` are class indices N or class probabilities
+        N x K (a mixed batch), smoothed as torchvision's reference recipe smooths them: (1 - e) p + e / K."""
         return F.cross_entropy(output, labels, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, labels = self.split(batch)
         output = self(images)
         loss = self.training_loss(output, labels)
-        self.train_metrics(self.logits(output).detach(), labels)
+        # A mixed image is counted as its dominant class (the larger share of MixUp's blend or CutMix's area), so
+        # train/acc_top1 goes on tracking the fit; it reads lower than on unmixed images.
+        hard = labels.argmax(dim=1) if labels.is_floating_point() else labels
+        self.train_metrics(self.logits(output).detach(), hard)
         self.log(
             "train/loss",
             loss,

@@ -38,7 +38,11 @@ COMMANDS = {
     ),
     "export": Command("write a checkpoint's network as ONNX, checked in onnxruntime", "lit_models.export:main"),
     "summary": Command("parameters, FLOPs and layers of a checkpoint's or recipe's network", "lit_models.summary:main"),
+    "benchmark": Command("images/s and latency of a network in eager, compiled and ONNX", "lit_models.benchmark:main"),
     "check": Command("read every file of a recipe's data and list every problem first", "lit_models.check:main"),
+    "data": Command(
+        "work on a recipe's data: prepare (LitData shards that training streams)", "lit_models.data_command:main"
+    ),
     "recipes": Command("list the recipes packaged with lit-models", "lit_models.commands:recipes"),
 }
 

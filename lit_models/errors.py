@@ -72,7 +72,7 @@ def raised_in(error: BaseException) -> str | None:
 
 
 # Optional dependencies by the extra that installs them (pyproject.toml).
-EXTRAS = {"onnx": "export", "onnxscript": "export", "onnxruntime": "export"}
+EXTRAS = {"onnx": "export", "onnxscript": "export", "onnxruntime": "export", "litdata": "shards"}
 
 
 def missing_extra(error: BaseException) -> str | None:

@@ -9,13 +9,15 @@ metadata with the class names, the task and the preprocessing):
 * segmentation: images N x 3 x H x W -> per-pixel scores N x K x H x W (argmax over K is the mask);
 * sequences: features N x T x D, or token ids N x T for a language model -> outputs N x K (per sequence) or
   N x T x V (per step, language model); full-length sequences, no carried state;
-* YOLO v1: images N x 3 x S x S -> its raw grid N x S' x S' x (5B + C). The graph stops there: the detections
-  are ``lit_models.nets.yolo.decode(grid, image_size, boxes_per_cell, box_score_thresh, box_nms_thresh,
-  box_detections_per_img)``, whose thresholding and NMS give a number of boxes that depends on the data, which
-  torch.export cannot trace;
-* Faster R-CNN, Fast R-CNN, SPPNet, R-CNN: images -> the trunk's feature map only. Proposals, RoI pooling, the
-  heads and NMS are data-dependent and stay in PyTorch (``module.net.predict``); no full detector graph is
-  exported yet.
+* detection, the whole detector (:mod:`lit_models.nets.detection_graph`): YOLO v1 with its decoding, score
+  threshold and per-class NMS; Faster R-CNN from the image alone, its RPN in the graph; Fast R-CNN, SPPNet and
+  R-CNN from the image and its region proposals (input ``proposals``, R x 4 xyxy in the image's pixels, any R).
+  The image is 1 x 3 x H x W at the data's size (the nets' ``predict`` loops over images in Python, so the graph
+  is traced for one). The detections are padded to K = ``box_detections_per_img``: outputs ``boxes`` 1 x K x 4
+  (xyxy, input pixels), ``scores`` 1 x K, ``labels`` 1 x K (1..C, 0 on padding) and ``counts`` 1, the number of
+  real detections, which come first, by decreasing score: the rows of ``net.predict``. NMS is ONNX's
+  NonMaxSuppression (torchvision's ``nms`` as onnxscript translates it), RoI max pooling ONNX's MaxRoiPool,
+  RoIAlign ONNX's RoiAlign. The flip test (``test_flip``) is not part of the graph.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from lit_models.errors import CommandParser
+from lit_models.export_ops import TRANSLATIONS, exportable_nms, tracing_quietly
 from lit_models.inference import load
 
 # Largest difference allowed between onnxruntime's outputs and PyTorch's, relative to the largest output: float32
@@ -42,7 +47,10 @@ def relative_difference(found: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(found - expected).max()) / scale if expected.size else 0.0
 
 
-def onnxruntime_session(path: Path):
+def onnxruntime_session(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0):
+    """An onnxruntime session of the graph at ``path`` (``threads``: its intra-op threads, 0: its default). Its
+    threads do not spin-wait between calls: they would take the cores from whatever runs next (PyTorch, in
+    ``lit-models benchmark``'s alternating rounds)."""
     try:
         import onnxruntime
     except ImportError:
@@ -50,7 +58,15 @@ def onnxruntime_session(path: Path):
             "lit-models export checks the graph in onnxruntime, which is not installed: "
             "pip install 'lit-models[export]' (onnx, onnxscript, onnxruntime)."
         ) from None
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    missing = set(providers) - set(onnxruntime.get_available_providers())
+    if missing:
+        raise RuntimeError(
+            f"this onnxruntime has no {', '.join(sorted(missing))} (for CUDA: pip install onnxruntime-gpu)"
+        )
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=list(providers))
 
 
 def export(
@@ -67,21 +83,15 @@ def export(
         raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
     module = load(checkpoint, device="cpu")
     net, example, what = module.export_graph()
-    net.eval()
-    batch = torch.export.Dim("batch", min=1)  # the examples hold 2: torch.export fixes a size of 1
-    with torch.no_grad():
-        expected = net(example).numpy()
-        program = torch.onnx.export(net, (example,), dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+    inputs = as_inputs(example)
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(suffix=".onnx", dir=output.parent, prefix=f".{output.stem}-")
     os.close(handle)
     staged = Path(name)
     try:
-        program.save(str(staged))
+        save_onnx(net, inputs, staged)
         describe_in_metadata(staged, module, what)
-        session = onnxruntime_session(staged)
-        found = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
-        difference = relative_difference(found, expected)
+        difference = compare(run_onnx(onnxruntime_session(staged), inputs), run_torch(net, inputs))
         if difference > TOLERANCE:
             raise RuntimeError(
                 f"{output}: onnxruntime differs from PyTorch by {difference:.2e} of the largest output (more than "
@@ -91,6 +101,58 @@ def export(
     finally:
         staged.unlink(missing_ok=True)
     return output, what, difference
+
+
+def as_inputs(example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``export_graph``'s example: one input tensor, or a tuple of them (a region detector's image and proposals)."""
+    return example if isinstance(example, tuple) else (example,)
+
+
+def save_onnx(net: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> None:
+    """Trace ``net`` on ``inputs`` (torch.export, then the ONNX exporter) and write the graph to ``path``.
+
+    Which dimensions vary between calls is the graph's ``dynamic_shapes`` (torch.export's form), by default the
+    first input's batch; its inputs and outputs are named by its ``input_names`` / ``output_names`` where it has
+    them. Raises RuntimeError naming the net when it cannot be traced."""
+    batch = torch.export.Dim("batch", min=1)  # the examples hold 2: torch.export fixes a size of 1
+    dynamic = getattr(net, "dynamic_shapes", ({0: batch},) + ({},) * (len(inputs) - 1))
+    names = {key: list(getattr(net, key)) for key in ("input_names", "output_names") if hasattr(net, key)}
+    try:
+        # torch.export first: given a graph it cannot trace as asked, torch.onnx.export would fall back to one with
+        # every size fixed.
+        with torch.no_grad(), exportable_nms(), tracing_quietly():
+            traced = torch.export.export(net.eval(), inputs, dynamic_shapes=dynamic)
+            program = torch.onnx.export(
+                traced, dynamo=True, verbose=False, custom_translation_table=TRANSLATIONS, **names
+            )
+    except Exception as error:  # torch.export's and the ONNX exporter's errors have no common base class
+        raise RuntimeError(f"{type(net).__name__} cannot be exported to ONNX: {first_line(error)}") from error
+    program.save(str(path))
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def run_torch(net: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """The net's outputs on ``inputs`` as arrays (one output or a tuple of them), as the graph gives them."""
+    with torch.no_grad():
+        outputs = net.eval()(*inputs)
+    return [output.numpy() for output in (outputs if isinstance(outputs, tuple) else (outputs,))]
+
+
+def run_onnx(session: Any, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """An onnxruntime session's outputs on ``inputs``, fed to its inputs in order."""
+    feeds = {given.name: value.numpy() for given, value in zip(session.get_inputs(), inputs, strict=True)}
+    return session.run(None, feeds)
+
+
+def compare(found: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """The largest :func:`relative_difference` over the outputs (infinite where their shapes differ)."""
+    if [array.shape for array in found] != [array.shape for array in expected]:
+        return float("inf")
+    pairs = zip(found, expected, strict=True)
+    return max(relative_difference(f.astype(np.float64), e.astype(np.float64)) for f, e in pairs)
 
 
 def describe_in_metadata(path: Path, module: torch.nn.Module, what: str) -> None:

@@ -3,49 +3,86 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+# torchvision's reference set_weight_decay's norm layers: their weight and bias are found by the module's type,
+# whatever the parameters are called.
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """How a parameter group differs from the optimizer's own settings: a multiple of its learning rate, and a
+    weight decay of its own (None: the optimizer's)."""
+
+    lr_mult: float = 1.0
+    weight_decay: float | None = None
+
+
+def parameter_groups(
+    module: nn.Module,
+    bias_lr_mult: float = 1.0,
+    bias_weight_decay: bool = True,
+    norm_weight_decay: float | None = None,
+) -> list[tuple[GroupRule, list[nn.Parameter]]]:
+    """The trainable parameters of ``module`` by the rule each follows, the optimizer's own settings first.
+
+    Biases (by name) take ``bias_lr_mult`` times the learning rate and no weight decay unless ``bias_weight_decay``:
+    the Caffe-era rule (``lr_mult: 2, decay_mult: 0``) of the FCN and R-CNN reference solvers. The weights and
+    biases of normalisation layers (``NORM_LAYERS``, by type) take ``norm_weight_decay`` where it is set:
+    torchvision's ``--norm-weight-decay 0.0`` of its recent classification recipes.
+    """
+    norm = {id(p) for layer in module.modules() if isinstance(layer, NORM_LAYERS) for p in layer.parameters(False)}
+    groups: dict[GroupRule, list[nn.Parameter]] = {GroupRule(): []}
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        bias = name.endswith("bias")
+        decay = None if bias_weight_decay or not bias else 0.0
+        if norm_weight_decay is not None and id(parameter) in norm:
+            decay = norm_weight_decay
+        rule = GroupRule(bias_lr_mult if bias else 1.0, decay)
+        groups.setdefault(rule, []).append(parameter)
+    return [(rule, params) for rule, params in groups.items() if params]
 
 
 def build_optimizers(
-    parameters: Iterable[tuple[str, torch.nn.Parameter]],
+    module: nn.Module,
     optimizer: Callable[..., torch.optim.Optimizer] | None,
     lr_scheduler: Callable[..., Any] | None,
     plateau_monitor: str = "val/loss",
     plateau_mode: str = "min",
     bias_lr_mult: float = 1.0,
     bias_weight_decay: bool = True,
+    norm_weight_decay: float | None = None,
     max_epochs: int | None = None,
 ) -> Any:
-    """What ``configure_optimizers`` returns for the injected factories, given ``named_parameters()``.
+    """What ``configure_optimizers`` returns for the injected factories, given the module's parameters.
 
     Without an optimizer factory (a module used from Python, not from a config) the default is SGD with
     lr 0.01 and momentum 0.9: a safe generic start; every paper recipe is spelled out in configs/.
-    ``bias_lr_mult`` / ``bias_weight_decay`` put the biases in a second parameter group with that multiple of the
-    learning rate and optionally no weight decay: the Caffe-era rule (``lr_mult: 2, decay_mult: 0`` on biases)
-    of the FCN and R-CNN reference solvers. A ``ReduceLROnPlateau`` watches ``plateau_monitor`` (the family's
-    headline metric, improving in ``plateau_mode``) unless it names its own monitor (Lightning's
-    ``cli.ReduceLROnPlateau``). A :class:`WarmupCosineLR` without ``T_max`` ends its cosine at ``max_epochs``
-    (the trainer's), so ``--trainer.max_epochs 3`` gives a 3-epoch schedule.
+    ``bias_lr_mult``, ``bias_weight_decay`` and ``norm_weight_decay`` put parameters in groups of their own
+    (:func:`parameter_groups`), the optimizer's settings in the first. A ``ReduceLROnPlateau`` watches
+    ``plateau_monitor`` (the family's headline metric, improving in ``plateau_mode``) unless it names its own
+    monitor (Lightning's ``cli.ReduceLROnPlateau``). A :class:`WarmupCosineLR` without ``T_max`` ends its cosine at
+    ``max_epochs`` (the trainer's), so ``--trainer.max_epochs 3`` gives a 3-epoch schedule.
     """
-    named = [(name, p) for name, p in parameters if p.requires_grad]
-    params: list[Any] = [p for _, p in named]
-    caffe_rule = bias_lr_mult != 1.0 or not bias_weight_decay
-    if caffe_rule:
-        params = [
-            {"params": [p for name, p in named if not name.endswith("bias")]},
-            {"params": [p for name, p in named if name.endswith("bias")]},
-        ]
+    groups = parameter_groups(module, bias_lr_mult, bias_weight_decay, norm_weight_decay)
+    params: list[Any] = [{"params": params} for _, params in groups]
+    if len(groups) == 1:  # one group: the plain list, as any optimizer is given it
+        params = groups[0][1]
     opt = optimizer(params) if optimizer is not None else torch.optim.SGD(params, lr=0.01, momentum=0.9)
-    if caffe_rule:
-        # Set after construction, from the factory's own learning rate, so any optimizer class works.
-        biases = opt.param_groups[1]
-        biases["lr"] *= bias_lr_mult
-        if not bias_weight_decay and "weight_decay" in biases:
-            biases["weight_decay"] = 0.0
+    # Set after construction, from the factory's own settings, so any optimizer class works.
+    for (rule, _), group in zip(groups, opt.param_groups, strict=True):
+        group["lr"] *= rule.lr_mult
+        if rule.weight_decay is not None and "weight_decay" in group:
+            group["weight_decay"] = rule.weight_decay
     if lr_scheduler is None:
         return opt
     scheduler = lr_scheduler(opt)

@@ -67,12 +67,13 @@ class Segmenter(TaskModule, ABC):
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        norm_weight_decay: float | None = None,
         **net_args: Any,
     ) -> None:
         """Build the architecture's net, which maps images to per-pixel class scores of the same height and width."""
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler)
+        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler, norm_weight_decay)
         self.net = self.build_net(num_classes, **net_args)
         if weights_backbone:
             self.net.load_backbone_weights(weights_backbone)

@@ -12,25 +12,30 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lit_models.errors import CommandParser
 from lit_models.inference import load
+from lit_models.nets.detection_graph import DetectionGraph
 from lit_models.task import FirstOutput
 
 
 def layer_table(
-    net: nn.Module, example: torch.Tensor, depth: int = 1
+    net: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], depth: int = 1, listed: str = ""
 ) -> tuple[list[tuple[str, str, int, float]], int, float]:
     """(rows of (layer, type, parameters, FLOPs per sample) for the modules ``depth`` levels down, total
-    parameters, total FLOPs per sample) of one forward pass on ``example`` (its first dimension the batch)."""
-    with torch.no_grad(), FlopCounterMode(display=False, depth=depth + 1) as counter:
-        net.eval()(example)
+    parameters, total FLOPs per sample) of one forward pass on ``example`` (its first dimension the batch; a tuple:
+    the inputs, the first one's the batch). ``listed``: the submodule whose layers are the rows (a wrapper's
+    network, ``"net"``), default the net's own."""
+    inputs = example if isinstance(example, tuple) else (example,)
+    within = net.get_submodule(listed)
+    root = ".".join([type(net).__name__, *([listed] if listed else [])])
+    with torch.no_grad(), FlopCounterMode(display=False, depth=depth + 1 + root.count(".")) as counter:
+        net.eval()(*inputs)
     counts = counter.get_flop_counts()
-    root = type(net).__name__
     rows = []
-    for name, layer in net.named_modules():
+    for name, layer in within.named_modules():
         if name and name.count(".") == depth - 1:
-            flops = sum(counts.get(f"{root}.{name}", {}).values()) / len(example)
+            flops = sum(counts.get(f"{root}.{name}", {}).values()) / len(inputs[0])
             rows.append((name, type(layer).__name__, sum(p.numel() for p in layer.parameters()), flops))
-    total = sum(counter.get_flop_counts().get("Global", {}).values()) / len(example)
-    return rows, sum(p.numel() for p in net.parameters()), total
+    total = sum(counter.get_flop_counts().get("Global", {}).values()) / len(inputs[0])
+    return rows, sum(p.numel() for p in within.parameters()), total
 
 
 def module_of(source: str) -> nn.Module:
@@ -46,10 +51,12 @@ def module_of(source: str) -> nn.Module:
 
 def describe(source: str | os.PathLike, depth: int = 1) -> str:
     module = module_of(str(source))
-    net, example, what = module.export_graph()
-    net = net.net if isinstance(net, FirstOutput) else net  # the layers of the network itself
-    rows, parameters, flops = layer_table(net, example, depth)
-    shape = " x ".join(str(size) for size in example.shape[1:])
+    graph, example, what = module.export_graph()
+    # The layers of the network itself, not of the wrapper that gives the graph's outputs.
+    wrapped = isinstance(graph, (FirstOutput, DetectionGraph))
+    net = graph.net if wrapped else graph
+    rows, parameters, flops = layer_table(graph, example, depth, "net" if wrapped else "")
+    shape = " x ".join(str(size) for size in (example[0] if isinstance(example, tuple) else example).shape[1:])
     lines = [
         f"{type(module).__name__} ({type(net).__name__}): {what}",
         f"input per sample: {shape}; parameters: {parameters:,}; FLOPs per sample: {flops / 1e9:.3f} G",

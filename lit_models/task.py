@@ -61,6 +61,8 @@ class TaskModule(pl.LightningModule):
         bias_weight_decay: Whether biases are weight-decayed (Caffe-era recipes: no, their ``decay_mult: 0``).
         optimizer: Optimizer factory; default SGD(lr=0.01, momentum=0.9). Paper recipes are in configs/.
         lr_scheduler: LR scheduler factory; default none. A ReduceLROnPlateau watches ``monitor``.
+        norm_weight_decay: Weight decay of the weights and biases of normalisation layers (batch, group, layer and
+            instance norm, found by type); None: the optimizer's. torchvision's recent recipes use 0.
     """
 
     monitor = "val/loss"
@@ -86,6 +88,7 @@ class TaskModule(pl.LightningModule):
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        norm_weight_decay: float | None = None,
     ) -> None:
         super().__init__()
         # Every constructor argument up the subclass chain is saved (the net's, given as **net_args, flattened in),
@@ -94,6 +97,9 @@ class TaskModule(pl.LightningModule):
         self.net: nn.Module | None = None
         self.num_classes = num_classes
         self.bias_lr_mult, self.bias_weight_decay = bias_lr_mult, bias_weight_decay
+        if norm_weight_decay is not None and norm_weight_decay < 0:
+            raise ValueError(f"norm_weight_decay must be >= 0 or null (the optimizer's), got {norm_weight_decay}")
+        self.norm_weight_decay = norm_weight_decay
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
 
@@ -223,13 +229,14 @@ class TaskModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return build_optimizers(
-            self.named_parameters(),
+            self,
             self.optimizer_factory,
             self.lr_scheduler_factory,
             plateau_monitor=self.monitor,
             plateau_mode=self.monitor_goal,
             bias_lr_mult=self.bias_lr_mult,
             bias_weight_decay=self.bias_weight_decay,
+            norm_weight_decay=self.norm_weight_decay,
             max_epochs=self._trainer.max_epochs if self._trainer is not None else None,
         )
 

@@ -1,5 +1,6 @@
 """Every family's checkpoint exports to ONNX, and onnxruntime gives PyTorch's outputs on a new batch (of another size
-than the example the graph was traced with), within lit_models.export.TOLERANCE."""
+than the example the graph was traced with; a detector's graph takes one image: another image), within
+lit_models.export.TOLERANCE."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import lit_models
 import lit_models.export
 from lit_models import FasterRCNN, ImageFolderDataModule, ResNet
 from lit_models.datamodules.sources import shapes
-from lit_models.export import TOLERANCE, export, relative_difference
+from lit_models.export import TOLERANCE, compare, export, relative_difference, run_onnx, run_torch
 
 
 def googlenet(root):
@@ -72,12 +73,14 @@ def test_every_family_exports_to_onnx_and_onnxruntime_agrees(name, tmp_path, one
 
     module = lit_models.load(checkpoint, device="cpu")
     net, example, _ = module.export_graph()
-    batch = torch.cat([example, example.flip(0) if example.dtype == torch.int64 else torch.randn_like(example)])
+    if isinstance(
+        example, tuple
+    ):  # a detector: another image of the size it was traced for (tests/test_detector_export.py)
+        inputs = (torch.randn_like(example[0]), *example[1:])
+    else:  # a batch of another size
+        inputs = (torch.cat([example, example.flip(0) if example.dtype == torch.int64 else torch.randn_like(example)]),)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    found = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
-    with torch.no_grad():
-        expected = net.eval()(batch).numpy()
-    assert found.shape == expected.shape and relative_difference(found, expected) <= TOLERANCE
+    assert compare(run_onnx(session, inputs), run_torch(net, inputs)) <= TOLERANCE
 
 
 def test_export_from_the_command_line(tmp_path, one_thread, monkeypatch):

@@ -61,14 +61,14 @@ def test_cosine_without_a_horizon_ends_at_max_epochs():
     factory = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
 
     def horizon(scheduler):
-        config = build_optimizers(net.named_parameters(), factory, scheduler, max_epochs=3)
+        config = build_optimizers(net, factory, scheduler, max_epochs=3)
         return config["lr_scheduler"]["scheduler"].T_max
 
     assert horizon(WarmupCosineLR) == 3
     assert horizon(lambda optimizer: WarmupCosineLR(optimizer, T_max=10)) == 10  # a horizon of its own stays
     for max_epochs in (None, -1):  # a run bounded by steps or time has no epoch count to follow
         with pytest.raises(ValueError, match="init_args.T_max"):
-            build_optimizers(net.named_parameters(), factory, WarmupCosineLR, max_epochs=max_epochs)
+            build_optimizers(net, factory, WarmupCosineLR, max_epochs=max_epochs)
 
 
 def test_trainer_max_epochs_sets_the_horizon_of_a_fit(request, tmp_path):
@@ -88,13 +88,13 @@ def test_bias_rule_puts_biases_in_a_second_group_from_the_factorys_rate():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
     net[0].weight.requires_grad_(False)  # frozen parameters are left out
     factory = lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)  # noqa: E731
-    optimizer = build_optimizers(net.named_parameters(), factory, None, bias_lr_mult=2.0, bias_weight_decay=False)
+    optimizer = build_optimizers(net, factory, None, bias_lr_mult=2.0, bias_weight_decay=False)
     weights, biases = optimizer.param_groups
     assert {id(p) for p in weights["params"]} == {id(net[1].weight), id(net[2].weight)}
     assert {id(p) for p in biases["params"]} == {id(net[0].bias), id(net[1].bias), id(net[2].bias)}
     assert (weights["lr"], weights["weight_decay"]) == (0.1, 5e-4)
     assert (biases["lr"], biases["weight_decay"]) == (0.2, 0.0)
-    assert len(build_optimizers(net.named_parameters(), factory, None).param_groups) == 1
+    assert len(build_optimizers(net, factory, None).param_groups) == 1
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -118,4 +118,4 @@ def test_plateau_mode_that_contradicts_the_metric_names_the_setting():
     net = nn.Linear(2, 2)
     factory = lambda optimizer: ReduceLROnPlateau(optimizer)  # noqa: E731  mode "min", the default
     with pytest.raises(ValueError, match="val/map_50, which improves when it goes up.*init_args.mode max"):
-        build_optimizers(net.named_parameters(), None, factory, plateau_monitor="val/map_50", plateau_mode="max")
+        build_optimizers(net, None, factory, plateau_monitor="val/map_50", plateau_mode="max")

@@ -9,7 +9,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -20,6 +20,9 @@ from lit_models.datamodules.loaders import split_batch_size, split_loader
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.sources.export import COMPLETE_MARKER
 from lit_models.datamodules.spec import DataSpec, Resize, Task
+
+if TYPE_CHECKING:  # shards.py's datasets are file datasets, built on this module
+    from lit_models.datamodules.shards import Shards
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,8 @@ class SplitDataModule(pl.LightningDataModule, ABC):
         """A split's DataLoader (``loaders.split_loader``): shuffled in training, every sample once in evaluation."""
         batch_size = split_batch_size(self.hparams, train)
         dataset = self.split_dataset(split, batch_size)
-        whole_batches = isinstance(dataset, IterableDataset)  # text's token streams yield whole batches
+        # Text's token streams yield whole batches; prepared shards (a streaming dataset with its own loader) samples.
+        whole_batches = isinstance(dataset, IterableDataset) and not hasattr(dataset, "loader_class")
         return split_loader(
             dataset,
             train=train,
@@ -209,6 +213,7 @@ class FileDataModule(SplitDataModule):
     """
 
     root: Path
+    shards: Shards | None = None  # the prepared shards that root holds (shards.py), read in place of files
     # A last partial training batch can hold a single image, which BatchNorm cannot normalise; it is dropped (a
     # different few images each epoch) unless the split is smaller than one batch.
     drop_last_train = True
@@ -243,7 +248,7 @@ class FileDataModule(SplitDataModule):
         return self.root / split
 
     def missing_split(self, split: str) -> str:
-        return f"{self.split_location(split)} does not exist."
+        return self.shards.missing(split) if self.shards else f"{self.split_location(split)} does not exist."
 
     def list_test(self) -> None:
         """Fill ``datasets["test"]`` where the data has a test split that ``setup`` leaves unread (VOC, COCO)."""
@@ -323,6 +328,9 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
             return
         if "train" in self.datasets:
             return
+        if self.shards is not None:
+            self.datasets = self.shards.datasets(lambda split: self.dataset([], train=split == "train"))
+            return
         if self.embedded and not (self.root / COMPLETE_MARKER).exists():
             raise DataError(
                 f"the embedded shapes are not generated in {self.root} yet: call prepare_data() before setup() "
@@ -340,7 +348,7 @@ class AnnotatedImagesDataModule(FileDataModule, ABC):
 
     def list_test(self) -> None:
         # Read only when testing: VOC's and COCO's test lists name images whose annotations are not published.
-        if "test" not in self.datasets and (test := self.listed("test")) is not None:
+        if "test" not in self.datasets and not self.shards and (test := self.listed("test")) is not None:
             self.datasets["test"] = self.dataset(test)
 
     def test_dataloader(self) -> DataLoader:

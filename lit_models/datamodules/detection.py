@@ -18,7 +18,6 @@ import torch
 from torchvision import tv_tensors
 from torchvision.ops import remove_small_boxes
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from lit_models.datamodules.base import (
     AnnotatedImagesDataModule,
@@ -38,8 +37,9 @@ from lit_models.datamodules.box_annotations import (
     read_json,
     voc_split,
 )
-from lit_models.datamodules.files import DataError, load_rgb
+from lit_models.datamodules.files import DataError, decode_rgb
 from lit_models.datamodules.proposals import DEFAULT_K, ProposalCache, ProposalMode, proposal_stats
+from lit_models.datamodules.shards import read_shards
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.spec import DataSpec
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -174,9 +174,8 @@ class DetectionDataset(FileDataset):
 
     def load(self, sample: Sample) -> dict[str, Any]:
         image_path, targets, image_id = sample
-        picture = load_rgb(image_path)
-        image = tv_tensors.Image(TF.pil_to_tensor(picture))
-        size = (picture.height, picture.width)
+        image = tv_tensors.Image(decode_rgb(image_path))
+        size = tuple(image.shape[-2:])
         item: dict[str, Any] = {"name": image_id, "orig_size": size}
         # Region proposals (R x 4, the file's pixels) are transformed with the image, into the model's pixels.
         proposals = {}
@@ -383,11 +382,18 @@ class DetectionDataModule(AnnotatedImagesDataModule):
                     "(Annotations/, JPEGImages/, ImageSets/Main/) or a COCO export (or name its files with "
                     "--data.annotations), or leave both out for the embedded shapes."
                 )
-            self.format = "coco" if annotations else detect_format(self.root) if format == "auto" else format
-            if self.format == "voc":
-                self.class_names = read_class_names(self.root, class_names, VOC_CLASS_NAMES)
+            self.shards = read_shards(self.root, "detection", class_names)
+            if self.shards is not None and proposals:
+                raise DataError(f"{self.root} holds prepared shards; region proposals are computed from the image "
+                                "files and read with them: give data.root the files for the R-CNN family.")  # fmt: skip
+            if self.shards is not None:  # prepared shards: no format to recognise, their class names
+                self.format, self.class_names = format, self.shards.class_names
             else:
-                self.class_names = self.coco_class_names(class_names)
+                self.format = "coco" if annotations else detect_format(self.root) if format == "auto" else format
+                if self.format == "voc":
+                    self.class_names = read_class_names(self.root, class_names, VOC_CLASS_NAMES)
+                else:
+                    self.class_names = self.coco_class_names(class_names)
         self.num_classes = len(self.class_names)
         self.collate_fn = collate_detection
         self.proposal_cache = None

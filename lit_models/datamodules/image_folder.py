@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from lit_models.datamodules.base import (
     FileDataModule,
@@ -18,35 +20,59 @@ from lit_models.datamodules.base import (
 )
 from lit_models.datamodules.files import (
     DataError,
+    DecodeDevice,
+    check_decode_device,
+    decode_on_device,
+    decode_rgb,
     list_class_folders,
     list_labelled_images,
     list_predict_images,
-    load_rgb,
+    read_encoded,
     report,
 )
 from lit_models.datamodules.protocols import ProtocolViews, TestCrops, check_test_protocol
+from lit_models.datamodules.shards import read_shards
 from lit_models.datamodules.sources import mnist5k
 from lit_models.datamodules.spec import DataSpec
 from lit_models.datamodules.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    AutoAugment,
     Preset,
+    auto_augment_transform,
+    batch_mixing,
     check_augmentation,
-    classification_transform,
+    check_probability,
     evaluation_resize,
+    training_transform,
 )
+from lit_models.errors import UsageError
 
 
 class ImageFileDataset(FileDataset):
-    """(path, label) pairs decoded on access into {"image", "label"} samples (errors carried, see FileDataset)."""
+    """(path, label) pairs decoded on access into {"image", "label"} samples (errors carried, see FileDataset).
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Callable, skip_corrupt: bool = False) -> None:
+    With ``decode_device="cuda"`` a sample is {"encoded", "label"} instead (``files.read_encoded``: a JPEG's bytes,
+    or an image nvJPEG cannot take decoded here), which ``ImageFolderDataModule`` decodes on the GPU and transforms
+    there with this dataset's ``transform``.
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        transform: Callable,
+        skip_corrupt: bool = False,
+        decode_device: DecodeDevice = "cpu",
+    ) -> None:
         super().__init__(samples, skip_corrupt)
         self.transform = transform
+        self.decode_device = decode_device
 
     def load(self, sample: tuple[str, int]) -> dict[str, Any]:
         path, label = sample
-        return {"image": self.transform(load_rgb(path)), "label": label}
+        if self.decode_device == "cuda":
+            return {"encoded": read_encoded(path), "label": label}
+        return {"image": self.transform(decode_rgb(path)), "label": label}
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,10 +80,47 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     sample a list of images of its own sizes) stay a list, one entry per sample."""
     batch = collate_metadata(samples)
     if not batch["errors"]:
-        images = [s["image"] for s in samples]
-        batch["image"] = images if isinstance(images[0], list) else torch.stack(images)
+        if "encoded" in samples[0]:  # decode_device "cuda": images of every size, decoded after collation
+            batch["encoded"] = [s["encoded"] for s in samples]
+        else:
+            batch["image"] = stack_images([s["image"] for s in samples])
         batch["label"] = torch.tensor([s["label"] for s in samples])
     return batch
+
+
+def stack_images(images: list) -> torch.Tensor | list:
+    """N x ... from N transformed images; dense test views (a list of views of their own sizes each) stay a list."""
+    # default_collate stacks a worker's batch straight into shared memory: no copy on its way to the trainer.
+    return images if isinstance(images[0], list) else default_collate(images)
+
+
+def decode_batch(batch: dict[str, Any], transform: Callable, device: torch.device) -> dict[str, Any]:
+    """A batch of ``encoded`` images (``decode_device="cuda"``) decoded on ``device`` and each transformed there:
+    the batch the workers make with decode_device "cpu"."""
+    images = decode_on_device(batch.pop("encoded"), batch["path"], device)
+    batch["image"] = stack_images([transform(image) for image in images])
+    return batch
+
+
+def check_eval_sizes(preset: str, image_size: int, eval_image_size: int | None, eval_resize_size: int | None) -> None:
+    """Raise ``ValueError`` for evaluation sizes that cannot serve: not positive, a resize smaller than the crop, or
+    a resize under a preset that resizes to the square."""
+    for name, side in (("image_size", image_size), ("eval_image_size", eval_image_size)):
+        if side is not None and side < 1:
+            raise ValueError(f"{name} must be a positive number of pixels, got {side}")
+    if eval_resize_size is None:
+        return
+    if evaluation_resize(preset) != "center_crop":
+        raise ValueError(
+            f"eval_resize_size {eval_resize_size} needs an evaluation by central crop; preset {preset!r} resizes "
+            "evaluation images to the square: leave eval_resize_size out (eval_image_size sets that square)"
+        )
+    crop = eval_image_size or image_size
+    if eval_resize_size < crop:
+        raise ValueError(
+            f"eval_resize_size {eval_resize_size} is smaller than the evaluation crop {crop}: the shorter side must "
+            "be at least the crop (torchvision's V2 weights: 232 for 224)"
+        )
 
 
 class ImageFolderDataModule(FileDataModule):
@@ -91,6 +154,13 @@ class ImageFolderDataModule(FileDataModule):
         cache_dir: str | None = None,
         test_crops: TestCrops = 1,
         test_scales: list[int] | None = None,
+        auto_augment: AutoAugment = "none",
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        eval_image_size: int | None = None,
+        eval_resize_size: int | None = None,
+        decode_device: DecodeDevice = "cpu",
     ) -> None:
         """Configure the data.
 
@@ -132,12 +202,35 @@ class ImageFolderDataModule(FileDataModule):
                 pixels for a 224 crop (scaled to image_size), at least 224: [256, 384, 512] is VGG's multi-scale
                 test, [224, 256, 384, 480, 640] ResNet's. None: 256; with 1 crop, the preset's own evaluation
                 (validation's); 144 crops take GoogLeNet's [256, 288, 320, 352] and no other.
+            auto_augment: Automatic augmentation in training, on the image after the preset's geometry (torchvision's
+                ``--auto-augment``): "randaugment" (2 operations of magnitude 9), "trivialaugment"
+                (TrivialAugmentWide), "autoaugment" (the ImageNet policy) or "none".
+            random_erasing: Probability of erasing a random rectangle of a normalised training image (torchvision's
+                ``--random-erase``; its recent recipes use 0.1).
+            mixup_alpha: MixUp of training batches with a mixing weight drawn from Beta(alpha, alpha) (torchvision's
+                ``--mixup-alpha``; 0.2 in its recent recipes); 0: none. Labels become class probabilities.
+            cutmix_alpha: CutMix of training batches, Beta(alpha, alpha) (``--cutmix-alpha``; 1.0 in torchvision's
+                recipes); 0: none. With both alphas set, each batch gets one of the two at random.
+            eval_image_size: Side of the square evaluation input (validation, test, prediction, export) where it
+                differs from the training crop ``image_size``: train small, test large (Touvron et al. 2019, FixRes;
+                torchvision's ResNet-50 V2 weights train at 176 and test at 224). None: image_size.
+            eval_resize_size: The shorter side an evaluation image is resized to before its central crop (232 for
+                torchvision's 224 V2 weights); None: the eval side x 256/224. Not for the "small" preset, which
+                resizes to the square.
+            decode_device: Where JPEGs are decoded: "cpu" (libjpeg-turbo, in the DataLoader workers) or "cuda"
+                (nvJPEG on the trainer's GPU: the workers only read the files, the transforms run on the GPU;
+                docs/data.md, "Speed"). Other formats are decoded in the workers either way.
         """
         super().__init__()
         self.save_hyperparameters()
         check_fractions(val_fraction)
         check_augmentation(preset, shorter_side, lighting)
         check_test_protocol(test_crops, test_scales)
+        auto_augment_transform(auto_augment)  # an unknown policy fails here, before any work
+        check_probability("random_erasing", random_erasing)
+        check_eval_sizes(preset, image_size, eval_image_size, eval_resize_size)
+        check_decode_device(decode_device)
+        self.decode_device = decode_device
         self.embedded = root is None
         if self.embedded:
             self.root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -150,9 +243,11 @@ class ImageFolderDataModule(FileDataModule):
                     f"data root {self.root} does not exist or is not a folder. Pass --data.root a folder with "
                     "train/<class>/* images (val/ and test/ optional), or leave it out for the embedded digits."
                 )
-            self.class_names = list_class_folders(self.root / "train")
+            self.shards = read_shards(self.root, "classification")
+            self.class_names = self.shards.class_names if self.shards else list_class_folders(self.root / "train")
         self.num_classes = len(self.class_names)
         self.collate_fn = collate_samples
+        self.batch_mix = batch_mixing(self.num_classes, mixup_alpha, cutmix_alpha)
 
     def prepare_data(self) -> None:
         if self.embedded and not self.predict_only:
@@ -160,26 +255,36 @@ class ImageFolderDataModule(FileDataModule):
 
     @property
     def spec(self) -> DataSpec:
+        """The evaluation input (``eval_image_size``, else the training crop) and its resize rule."""
         hp = self.hparams
-        return self.image_spec("classification", hp.image_size, evaluation_resize(hp.preset))
+        spec = self.image_spec("classification", hp.eval_image_size or hp.image_size, evaluation_resize(hp.preset))
+        return dataclasses.replace(spec, resize_size=hp.eval_resize_size)
 
     def transform(self, train: bool) -> Callable:
         """The training transform, or the evaluation one (``spec.preprocess()``)."""
         if not train:
             return self.spec.preprocess()
         hp = self.hparams
-        return classification_transform(
+        return training_transform(
             hp.preset,
             hp.image_size,
-            train,
-            hp.hflip,
-            hp.lighting,
-            hp.rotation,
-            hp.scale_jitter,
-            tuple(hp.mean),
-            tuple(hp.std),
-            tuple(hp.shorter_side) if hp.shorter_side else None,
+            hflip=hp.hflip,
+            lighting=hp.lighting,
+            rotation=hp.rotation,
+            scale_jitter=hp.scale_jitter,
+            shorter_side=tuple(hp.shorter_side) if hp.shorter_side else None,
+            mean=tuple(hp.mean),
+            std=tuple(hp.std),
+            auto_augment=hp.auto_augment,
+            random_erasing=hp.random_erasing,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches only: MixUp / CutMix (``mixup_alpha``, ``cutmix_alpha``) on the device, after the
+        decode errors were raised; ``label`` becomes N x num_classes class probabilities."""
+        if self.batch_mix is not None and self.trainer is not None and self.trainer.training:
+            batch["image"], batch["label"] = self.batch_mix(batch["image"], batch["label"])
+        return batch
 
     def test_transform(self) -> Callable:
         """The views of the test protocol (``test_crops`` at ``test_scales``); the evaluation transform for the
@@ -187,7 +292,7 @@ class ImageFolderDataModule(FileDataModule):
         hp = self.hparams
         if hp.test_crops == 1 and hp.test_scales is None:
             return self.transform(train=False)
-        return ProtocolViews(hp.test_crops, hp.test_scales, hp.image_size, hp.mean, hp.std)
+        return ProtocolViews(hp.test_crops, hp.test_scales, self.spec.image_size, hp.mean, hp.std)
 
     def setup(self, stage: str) -> None:
         if self.datasets:
@@ -195,7 +300,10 @@ class ImageFolderDataModule(FileDataModule):
         skip = self.hparams.skip_corrupt
         if stage == "predict" and self.hparams.predict_dir:  # only the images asked for: no split is read
             _, files = list_predict_images(self.hparams.predict_dir)
-            self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
+            self.datasets["predict"] = self.dataset([(f, -1) for f in files], self.transform(train=False))
+            return
+        if self.shards is not None:  # prepared shards: each split decoded as its files are, with its transform
+            self.datasets = self.shards.datasets(lambda split: ImageFileDataset([], self.split_transform(split), skip))
             return
         if self.embedded and not (self.root / mnist5k.COMPLETE_MARKER).exists():
             raise DataError(
@@ -207,17 +315,63 @@ class ImageFolderDataModule(FileDataModule):
             val = list_labelled_images(self.root / "val", self.class_names)
         else:
             train, val = self.split_off_validation(train)
-        self.datasets["train"] = ImageFileDataset(train, self.transform(train=True), skip)
-        self.datasets["val"] = ImageFileDataset(val, self.transform(train=False), skip)
+        self.datasets["train"] = self.dataset(train, self.transform(train=True))
+        self.datasets["val"] = self.dataset(val, self.transform(train=False))
         test = list_labelled_images(self.root / "test", self.class_names) if (self.root / "test").is_dir() else None
         if test is not None:
-            self.datasets["test"] = ImageFileDataset(test, self.test_transform(), skip)
+            self.datasets["test"] = self.dataset(test, self.test_transform())
         predict_dir = self.hparams.predict_dir
         if predict_dir:
             _, files = list_predict_images(predict_dir)
-            self.datasets["predict"] = ImageFileDataset([(f, -1) for f in files], self.transform(train=False), skip)
+            self.datasets["predict"] = self.dataset([(f, -1) for f in files], self.transform(train=False))
         else:  # one evaluation view per image, whatever the test protocol
-            self.datasets["predict"] = ImageFileDataset(val if test is None else test, self.transform(False), skip)
+            self.datasets["predict"] = self.dataset(val if test is None else test, self.transform(False))
+
+    def split_transform(self, split: str) -> Callable:
+        """The transform of a split: training's, the test protocol's, or the evaluation one (val, predict)."""
+        return self.test_transform() if split == "test" else self.transform(train=split == "train")
+
+    def dataset(self, samples: list[tuple[str, int]], transform: Callable) -> ImageFileDataset:
+        """A split's dataset of files, decoded where ``decode_device`` says."""
+        return ImageFileDataset(samples, transform, self.hparams.skip_corrupt, self.decode_device)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Decode errors raised (``FileDataModule``); with ``decode_device="cuda"``, the JPEGs decoded on the
+        trainer's GPU, here in the main process before the transfer as nvJPEG reads its input from host memory, and
+        the split's transform applied there."""
+        batch = super().on_before_batch_transfer(batch, dataloader_idx)
+        if "encoded" not in batch:
+            return batch
+        device = self.trainer.strategy.root_device
+        if device.type != "cuda":
+            raise UsageError(
+                f"data.decode_device 'cuda' decodes on the trainer's GPU, but this trainer runs on {device}: train "
+                "on a GPU (--trainer.accelerator gpu), or leave decode_device at 'cpu'."
+            )
+        return decode_batch(batch, self.read_split().transform, device)
+
+    def read_split(self) -> ImageFileDataset:
+        """The dataset the trainer is reading: train, test, predict, else (validation, sanity check) val."""
+        stage = self.trainer.state.stage.value  # "train", "sanity_check", "validate", "test" or "predict"
+        return self.datasets[stage if stage in ("train", "test", "predict") else "val"]
+
+    def check(self) -> list[str]:
+        """``FileDataModule.check``, every file decoded on the CPU whatever ``decode_device``: a run on the GPU hands
+        the files nvJPEG refuses to the CPU decoder, so what it cannot read is what the CPU cannot."""
+        device, self.decode_device = self.decode_device, "cpu"
+        try:
+            return super().check()
+        finally:  # the datasets stay set up (``lit-models check`` counts them), decoding as a run asks again
+            self.decode_device = device
+            for dataset in self.datasets.values():
+                if isinstance(dataset, ImageFileDataset):
+                    dataset.decode_device = device
+
+    @classmethod
+    def prediction_arguments(cls, inputs: Any) -> dict[str, Any]:
+        """``FileDataModule``'s, decoding on the CPU: a checkpoint of a run that decoded on the GPU predicts on a
+        machine without one."""
+        return {**super().prediction_arguments(inputs), "decode_device": "cpu"}
 
     def images_dataset(self, images: list) -> ImageFileDataset:
         """A predict dataset of PIL images held in memory, with the evaluation transform."""

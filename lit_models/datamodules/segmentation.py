@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as TF
 
 from lit_models.datamodules.base import (
     AnnotatedImagesDataModule,
@@ -20,7 +19,8 @@ from lit_models.datamodules.base import (
     collate_metadata,
     default_cache_dir,
 )
-from lit_models.datamodules.files import IMAGE_EXTENSIONS, DataError, list_images, load_rgb, readable, report
+from lit_models.datamodules.files import IMAGE_EXTENSIONS, DataError, decode_rgb, list_images, readable, report
+from lit_models.datamodules.shards import read_shards
 from lit_models.datamodules.sources import shapes
 from lit_models.datamodules.spec import DataSpec
 from lit_models.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transform
@@ -66,20 +66,19 @@ class SegmentationDataset(FileDataset):
 
     def load(self, sample: Sample) -> dict[str, Any]:
         image_path, mask_path, name = sample
-        image = load_rgb(image_path)
+        image = tv_tensors.Image(decode_rgb(image_path))
         item: dict[str, Any] = {"name": name}
         if mask_path is None:
-            item["image"] = self.transform(tv_tensors.Image(TF.pil_to_tensor(image)))
+            item["image"] = self.transform(image)
             return item
         mask = load_mask(mask_path, self.num_classes)
-        if mask.shape != (image.height, image.width):
+        height, width = image.shape[-2:]
+        if mask.shape != (height, width):
             raise DataError(
                 f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} pixels but its image {image_path} is "
-                f"{image.width}x{image.height}; a mask must label every pixel of its image."
+                f"{width}x{height}; a mask must label every pixel of its image."
             )
-        item["image"], mask = self.transform(
-            tv_tensors.Image(TF.pil_to_tensor(image)), tv_tensors.Mask(torch.from_numpy(mask))
-        )
+        item["image"], mask = self.transform(image, tv_tensors.Mask(torch.from_numpy(mask)))
         item["mask"] = mask.as_subclass(torch.Tensor).long()
         return item
 
@@ -222,9 +221,13 @@ class SegmentationDataModule(AnnotatedImagesDataModule):
                     "(JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) or image/mask folder pairs "
                     "(<split>/images/, <split>/masks/), or leave it out for the embedded shapes."
                 )
-            self.layout = detect_layout(self.root) if layout == "auto" else layout
-            default = VOC_CLASS_NAMES if self.layout == "voc" else None
-            self.class_names = read_class_names(self.root, class_names, default)
+            self.shards = read_shards(self.root, "segmentation", class_names)
+            if self.shards is not None:  # prepared shards: no layout to recognise, their class names
+                self.layout, self.class_names = layout, self.shards.class_names
+            else:
+                self.layout = detect_layout(self.root) if layout == "auto" else layout
+                default = VOC_CLASS_NAMES if self.layout == "voc" else None
+                self.class_names = read_class_names(self.root, class_names, default)
         if len(self.class_names) > IGNORE_INDEX:
             raise DataError(f"{len(self.class_names)} classes: mask values 0..254 hold at most 255 classes.")
         self.num_classes = len(self.class_names)

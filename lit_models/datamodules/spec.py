@@ -41,6 +41,8 @@ class DataSpec:
         proposals: Detection: the region-proposal method whose boxes come with every batch ("fast", "quality"), or
             None where the data serves none.
         level: Tokens: "char" (the vocabulary holds characters) or "word" (words, "<eos>" ending a line).
+        resize_size: Images, "center_crop": the shorter side before the central crop; None: image_size x 256/224
+            (torchvision's ResNet-50 V2 weights: 232 for 224).
     """
 
     task: Task
@@ -54,6 +56,7 @@ class DataSpec:
     seq_len: int | None = None
     proposals: str | None = None
     level: Literal["char", "word"] | None = None
+    resize_size: int | None = None
 
     def __post_init__(self) -> None:
         # Lists from YAML or a checkpoint become tuples, so specs compare and hash by value.
@@ -112,4 +115,4 @@ class DataSpec:
             raise ValueError(f"data of {self.inputs} has no image preprocessing")
         from lit_models.datamodules.transforms import evaluation_transform
 
-        return evaluation_transform(self.resize, self.image_size, self.mean, self.std)
+        return evaluation_transform(self.resize, self.image_size, self.mean, self.std, self.resize_size)

@@ -13,6 +13,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Preset = Literal["imagenet", "small", "alexnet", "vgg", "resnet", "googlenet"]
+AutoAugment = Literal["none", "randaugment", "trivialaugment", "autoaugment"]
 
 # What each preset does in training, with the paper section that specifies it (error messages and docs list these).
 # Sizes are the papers', for a 224 crop: they scale with image_size (S in [256, 512] becomes [256, 512] / 224 x
@@ -119,6 +120,28 @@ def check_augmentation(preset: str, shorter_side: tuple[int, int] | None = None,
         )
 
 
+def auto_augment_transform(policy: AutoAugment) -> list[v2.Transform]:
+    """The automatic augmentation policy of torchvision's reference recipes (``presets.py``), on uint8 images:
+    RandAugment (Cubuk et al. 2020; 2 operations of magnitude 9 of 31), TrivialAugmentWide (Müller & Hutter 2021),
+    AutoAugment's ImageNet policy (Cubuk et al. 2019); "none": no transform."""
+    interpolation = v2.InterpolationMode.BILINEAR  # torchvision's reference default
+    policies = {
+        "none": [],
+        "randaugment": [v2.RandAugment(interpolation=interpolation, magnitude=9)],
+        "trivialaugment": [v2.TrivialAugmentWide(interpolation=interpolation)],
+        "autoaugment": [v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, interpolation=interpolation)],
+    }
+    if policy not in policies:
+        raise ValueError(f"auto_augment must be one of {', '.join(policies)}, got {policy!r}")
+    return policies[policy]
+
+
+def check_probability(name: str, value: float) -> None:
+    """Raise ``ValueError`` for a probability outside [0, 1], naming the argument."""
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} is a probability: in [0, 1] (torchvision's recipes use 0.1), got {value}")
+
+
 def evaluation_resize(preset: str) -> str:
     """The preset's evaluation resize rule (``DataSpec.resize``): "resize" for "small", else the 256 -> 224
     centre crop."""
@@ -141,8 +164,12 @@ def training_transform(
     shorter_side: tuple[int, int] | None = None,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    auto_augment: AutoAugment = "none",
+    random_erasing: float = 0.0,
 ) -> v2.Compose:
-    """PIL image -> normalised float tensor 3 x image_size x image_size, augmented by ``preset`` (``PRESETS``).
+    """PIL image -> normalised float tensor 3 x image_size x image_size, augmented by ``preset`` (``PRESETS``), then
+    as torchvision's reference ``presets.py`` orders its options: ``auto_augment`` on the uint8 image after the
+    geometry, ``random_erasing`` on the normalised one.
 
     Args:
         preset: The training augmentation, a key of ``PRESETS``.
@@ -155,8 +182,12 @@ def training_transform(
             pixels (uniform in the range: scale jittering); None takes the preset's (``SHORTER_SIDE``).
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
+        auto_augment: "randaugment", "trivialaugment", "autoaugment" (``auto_augment_transform``) or "none".
+        random_erasing: Probability of erasing a random rectangle (Zhong et al. 2020, torchvision's RandomErasing).
     """
     check_augmentation(preset, shorter_side, lighting)
+    check_probability("random_erasing", random_erasing)
+    policy = auto_augment_transform(auto_augment)
     if preset in ("imagenet", "googlenet"):
         geometry = [v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)]
     elif preset == "small":
@@ -178,9 +209,33 @@ def training_transform(
     lighting = LIGHTING.get(preset, 0.0) if lighting is None else lighting
     if lighting > 0:
         photometric.append(PCALighting(lighting))
+    erasing = [v2.RandomErasing(random_erasing)] if random_erasing > 0 else []
     return v2.Compose(
-        [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *photometric, v2.Normalize(mean, std)]
+        [
+            v2.ToImage(),
+            *geometry,
+            *policy,
+            v2.ToDtype(torch.float32, scale=True),
+            *photometric,
+            v2.Normalize(mean, std),
+            *erasing,
+        ]
     )
+
+
+def batch_mixing(num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> v2.Transform | None:
+    """MixUp (Zhang et al. 2018) and/or CutMix (Yun et al. 2019) of a training batch, one of the two chosen at
+    random for each batch where both are on, as torchvision's reference ``train.py`` does; None where both alphas
+    are 0. Called on (images N x 3 x H x W, labels N), it returns the mixed images and soft labels N x num_classes
+    (each row sums to 1)."""
+    for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+        if alpha < 0:
+            raise ValueError(f"{name} is a Beta distribution's alpha: > 0 to mix, 0 for none; got {alpha}")
+    mixes = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
+    mixes += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
 
 def classification_transform(
@@ -205,18 +260,23 @@ def classification_transform(
 
 
 def evaluation_transform(
-    resize: str, image_size: int | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+    resize: str,
+    image_size: int | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    resize_size: int | None = None,
 ) -> v2.Compose:
     """PIL image or C x H x W uint8 -> the normalised float image an evaluation batch holds (one crop).
 
-    ``resize``: "center_crop" (shorter side to image_size x 256/224, then the central square: the single-crop
-    protocol of torchvision's published numbers), "resize" (to image_size x image_size), "keep" (own size).
+    ``resize``: "center_crop" (shorter side to ``resize_size``, by default image_size x 256/224, then the central
+    square: the single-crop protocol of torchvision's published numbers), "resize" (to image_size x image_size),
+    "keep" (own size).
     """
     if resize not in ("center_crop", "resize", "keep"):
         raise ValueError(f"resize must be 'center_crop', 'resize' or 'keep', got {resize!r}")
     geometry: list[v2.Transform] = []
     if resize == "center_crop":
-        geometry = [v2.Resize(round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size)]
+        geometry = [v2.Resize(resize_size or round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size)]
     elif resize == "resize" and image_size:
         geometry = [v2.Resize((image_size, image_size), antialias=True)]
     normalise = [v2.Normalize(mean, std)] if mean is not None and std is not None else []

@@ -18,6 +18,7 @@ from lit_models.detection.test_time import FlipMerge, check_flip_merge, flip_tes
 from lit_models.detection.voc_ap import VOCAveragePrecision
 from lit_models.drawing import DRAW_SCORE, displayable, draw_boxes, side_by_side
 from lit_models.metrics import evaluation_targets, gather_images, mean_average_precision
+from lit_models.nets.detection_graph import DetectionGraph
 from lit_models.pictures import Picture, Sample
 from lit_models.predictions import BoxPrediction
 from lit_models.task import TaskModule, input_names
@@ -79,7 +80,6 @@ class Detector(TaskModule, ABC):
     uses_proposals = False
     # The lowest score drawn on pictures: the training samples and ``predict``'s images (``--draw_score``).
     draw_score = DRAW_SCORE
-    graph_description = "images -> the trunk's feature map (proposals, RoI pooling, heads and NMS stay in PyTorch)"
 
     def __init__(
         self,
@@ -93,10 +93,11 @@ class Detector(TaskModule, ABC):
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        norm_weight_decay: float | None = None,
         **net_args: Any,
     ) -> None:
         """Build the architecture's net, with ``loss`` and ``predict`` as above."""
-        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler)
+        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler, norm_weight_decay)
         check_flip_merge(flip_merge)
         self.test_flip, self.flip_merge = test_flip, flip_merge
         if voc07_ap:  # before build_net, whose own headline (Faster R-CNN's RPN-only steps) wins
@@ -279,8 +280,14 @@ class Detector(TaskModule, ABC):
             ))  # fmt: skip
         return records
 
-    def export_graph(self) -> tuple[nn.Module, Tensor, str]:
-        """The region detectors' trunk (or backbone) on images of the data's size: the rest is data-dependent."""
-        _, example, what = super().export_graph()
-        trunk = getattr(self.net, "trunk", None)
-        return (self.net.backbone if trunk is None else trunk), example, what
+    def export_graph(self) -> tuple[nn.Module, tuple[Tensor, ...], str]:
+        """The whole detector (decoding, NMS, a region detector's proposals in) on one image of the data's size, its
+        detections padded to ``box_detections_per_img`` (:mod:`lit_models.nets.detection_graph`); one pass, no
+        flip test."""
+        _, example, _ = super().export_graph()
+        count = self.net.box_detections_per_img
+        graph = DetectionGraph(self.net, count, self.uses_proposals)
+        images = example[:1]  # the nets' predict loops over images in Python: the graph is traced for one
+        inputs = "image 1 x 3 x H x W, proposals R x 4" if self.uses_proposals else "image 1 x 3 x H x W"
+        what = f"{inputs} -> boxes 1 x {count} x 4, scores 1 x {count}, labels 1 x {count} (0: padding), counts 1"
+        return graph, (images, graph.example_proposals(images)) if self.uses_proposals else (images,), what

@@ -5,9 +5,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
 from lit_models.datamodules.spec import DataSpec
 from lit_models.detection.base import Detector
 from lit_models.nets.yolo import YOLOv1ClassifierNet, YOLOv1Net
@@ -71,13 +68,6 @@ class YOLOv1(Detector):
                 f"classifier and the detector the same {', '.join(BACKBONE_ARGUMENTS)}."
             )
         return ParameterMapping(sources={"net.classifier.": None}, new=("net.head.", "net.fc."))
-
-    graph_description = "images -> raw grid N x S x S x (5B + C); decode with lit_models.nets.yolo.decode"
-
-    def export_graph(self) -> tuple[nn.Module, Tensor, str]:
-        """The whole network on images of its input size; the decoding (thresholds, NMS) stays in PyTorch."""
-        side = self.net.image_size
-        return self.net, torch.randn(2, 3, side, side), self.graph_description
 
 
 # The arguments that shape the backbone a YOLOClassifier hands its detector.

@@ -104,8 +104,9 @@ class RCNNNet(RegionDetectorNet):
         warp has one size: ``training`` changes nothing)."""
         features = []
         for image, boxes in zip(images, rois, strict=True):
-            for chunk in boxes.split(self.crop_batch_size):
-                if len(chunk):
+            # A graph being exported warps its proposals at once: their number is known only when it runs.
+            for chunk in [boxes] if torch.compiler.is_exporting() else boxes.split(self.crop_batch_size):
+                if chunk.shape[0]:  # not len(): a symbol in a graph being exported
                     crops = warp(image, chunk, self.warp_size, self.context_padding)  # B x 3 x 224 x 224
                     features.append(self.pool(self.trunk(crops)).flatten(1))  # B x 512*7*7
         if not features:

@@ -55,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
-from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import boxes as box_ops
+from torchvision.ops import clip_boxes_to_image, remove_small_boxes
 
 from lit_models.nets.backbones import Trunk, copy_vgg_fc
 from lit_models.nets.checks import check_args
@@ -343,16 +344,17 @@ class RegionDetectorNet(nn.Module, ABC):
     ) -> list[dict[str, Tensor]]:
         """Detections from :meth:`roi_features`' output for these proposals of images of these H x W sizes."""
         rois = torch.cat(proposals)  # R x 4
-        if self.scheme == "staged" and bool(self.svm_trained):
-            scores = torch.sigmoid(self.svm(features))[expand]  # R x K
-            boxes = self.decode(self.box_regressor(pooled)[expand], rois)
-        elif self.scheme == "staged":  # fine-tuned softmax on the unregressed proposals
-            scores = F.softmax(self.cls_score(features), -1)[expand]
-            boxes = rois[:, None].expand(-1, self.num_classes, 4)
+        softmax = F.softmax(self.cls_score(features), -1)[expand]  # R x K
+        if self.scheme == "joint":
+            scores, boxes = softmax, self.decode(self.bbox_pred(features)[expand], rois)
         else:
-            scores = F.softmax(self.cls_score(features), -1)[expand]
-            boxes = self.decode(self.bbox_pred(features)[expand], rois)
-        counts = [len(p) for p in proposals]
+            # The SVMs and box regressors once trained, else the fine-tuned softmax on the unregressed proposals.
+            # Both are computed and the flag picks: in a graph being exported it is read only when the graph runs.
+            trained = self.svm_trained
+            scores = torch.where(trained, torch.sigmoid(self.svm(features))[expand], softmax)
+            unregressed = rois[:, None].expand(-1, self.num_classes, 4)  # R x K x 4
+            boxes = torch.where(trained, self.decode(self.box_regressor(pooled)[expand], rois), unregressed)
+        counts = [p.shape[0] for p in proposals]  # shape[0], not len(): a symbol in a graph being exported
         return [
             self.postprocess(b, s, size)
             for b, s, size in zip(boxes.split(counts), scores.split(counts), sizes, strict=True)
@@ -363,10 +365,12 @@ class RegionDetectorNet(nn.Module, ABC):
         sum(R_i) proposals the row of its window among the concatenated sum(U_i) (all proposals when windows are
         not quantised)."""
         distinct, expand, offset = [], [], 0
+        # A graph being exported runs every proposal (the same detections): torch.unique's size is the data's.
+        share = self.share_pooling_windows and not torch.compiler.is_exporting()
         for boxes, size in zip(proposals, sizes, strict=True):
-            cells = self.pooling_windows(boxes, size) if self.share_pooling_windows else None
+            cells = self.pooling_windows(boxes, size) if share else None
             if cells is None:
-                return proposals, torch.arange(sum(map(len, proposals)), device=boxes.device)
+                return proposals, torch.arange(sum(p.shape[0] for p in proposals), device=boxes.device)
             windows, inverse = torch.unique(cells, dim=0, return_inverse=True)
             first = torch.zeros(len(windows), dtype=torch.int64, device=boxes.device)
             first.scatter_(0, inverse, torch.arange(len(boxes), device=boxes.device))  # any member represents it
@@ -377,7 +381,7 @@ class RegionDetectorNet(nn.Module, ABC):
 
     def decode(self, deltas: Tensor, rois: Tensor) -> Tensor:
         """R x 4K class-specific deltas relative to R x 4 RoIs -> R x K x 4 boxes."""
-        return self.box_coder.decode_single(deltas, rois).view(len(rois), self.num_classes, 4)
+        return self.box_coder.decode_single(deltas, rois).view(rois.shape[0], self.num_classes, 4)
 
     def postprocess(self, boxes: Tensor, scores: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
         """R x K x 4 boxes and R x K scores of one image -> its detections (torchvision RoIHeads' order)."""
@@ -388,7 +392,8 @@ class RegionDetectorNet(nn.Module, ABC):
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = remove_small_boxes(boxes, MIN_BOX_SIZE)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, self.box_nms_thresh)[: self.box_detections_per_img]  # by score
+        # batched_nms looked up when called: export traces an equivalent form (lit_models.export_ops.exportable_nms).
+        keep = box_ops.batched_nms(boxes, scores, labels, self.box_nms_thresh)[: self.box_detections_per_img]
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
     def check_inputs(

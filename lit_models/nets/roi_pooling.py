@@ -29,8 +29,11 @@ def roi_pool(features: Tensor, boxes: Tensor | list[Tensor], output_size: int, s
     maps; a K x 5 tensor of (image index, x1, y1, x2, y2) or a list of each image's boxes), with the RoIs shared
     among ``torch.get_num_threads()`` threads on CPU."""
     rois = boxes if isinstance(boxes, Tensor) else _with_image_index(boxes)
+    # A graph being exported holds one roi_pool: its number of RoIs is not known before it runs.
+    if features.device.type != "cpu" or torch.compiler.is_exporting():
+        return ops.roi_pool(features, rois, output_size, spatial_scale)
     threads = min(torch.get_num_threads(), len(rois) // MIN_ROIS_PER_THREAD)
-    if features.device.type != "cpu" or threads <= 1:
+    if threads <= 1:
         return ops.roi_pool(features, rois, output_size, spatial_scale)
     # Grad and inference modes are per thread: the workers take the caller's.
     grad_enabled, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
@@ -45,7 +48,7 @@ def roi_pool(features: Tensor, boxes: Tensor | list[Tensor], output_size: int, s
 
 def _with_image_index(boxes: list[Tensor]) -> Tensor:
     """Each image's R_i x 4 boxes -> one sum(R_i) x 5 tensor led by the image's index (torchvision's RoI format)."""
-    return torch.cat([torch.cat([box.new_full((len(box), 1), i), box], 1) for i, box in enumerate(boxes)])
+    return torch.cat([torch.cat([torch.full_like(box[:, :1], i), box], 1) for i, box in enumerate(boxes)])
 
 
 def roi_pool_windows(rois: Tensor, spatial_scale: float) -> Tensor:

@@ -164,10 +164,12 @@ class SharedMapNet(RegionDetectorNet):
         per scale on the images that have RoIs there (batched as :meth:`trunk_maps` batches)."""
         sizes = image_sizes(images)
         choices = [self.scale_choice(boxes, size) for boxes, size in zip(rois, sizes, strict=True)]
-        starts = [0, *accumulate(len(boxes) for boxes in rois)]  # each image's first row in the output
+        starts = [0, *accumulate(boxes.shape[0] for boxes in rois)]  # first rows (shape[0]: symbols in export)
         rows, parts = [], []
+        # A graph being exported computes every scale's map: which scales are chosen is the data's.
+        exporting = torch.compiler.is_exporting()
         for level in range(len(self.test_scales)):
-            chosen = [i for i, choice in enumerate(choices) if bool((choice == level).any())]
+            chosen = [i for i, choice in enumerate(choices) if exporting or bool((choice == level).any())]
             factors = [self.test_factors(sizes[i])[level] for i in chosen]
             maps = self.trunk_maps([images[i] for i in chosen], factors) if chosen else []
             for i, features, factor in zip(chosen, maps, factors, strict=True):

@@ -42,7 +42,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import boxes as box_ops
 
 from lit_models.nets.backbones import BACKBONES, Backbone, Trunk
 
@@ -409,7 +409,8 @@ def decode(
     for image_boxes, image_scores in zip(xyxy.flatten(1, 3), scores.flatten(1, 3), strict=True):  # S*S*B x 4, x C
         box_index, label = (image_scores > box_score_thresh).nonzero(as_tuple=True)
         kept_boxes, kept_scores = image_boxes[box_index], image_scores[box_index, label]
-        keep = batched_nms(kept_boxes, kept_scores, label, box_nms_thresh)  # by decreasing score
+        # Looked up when called: export traces an equivalent form (lit_models.export_ops.exportable_nms).
+        keep = box_ops.batched_nms(kept_boxes, kept_scores, label, box_nms_thresh)  # by decreasing score
         keep = keep[:box_detections_per_img]
         results.append({"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": label[keep] + 1})
     return results

@@ -82,13 +82,14 @@ class SequenceModule(TaskModule):
         bias_weight_decay: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        norm_weight_decay: float | None = None,
     ) -> None:
         """Set up the loop; the net is built now when ``task`` is given, else from the data in ``setup``."""
         if gradient_clip_norm is not None and gradient_clip_norm <= 0:
             raise ValueError(f"gradient_clip_norm must be > 0 or null, got {gradient_clip_norm}")
         if temperature < 0 or generate_length < 1:
             raise ValueError(f"temperature must be >= 0 and generate_length >= 1, got {temperature}, {generate_length}")
-        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler)
+        super().__init__(num_classes, bias_lr_mult, bias_weight_decay, optimizer, lr_scheduler, norm_weight_decay)
         self.gradient_clip_norm = gradient_clip_norm
         self.temperature, self.generate_length = temperature, generate_length
         self.task: str | None = None
