@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from lit_models.errors import CommandParser, did_you_mean, errors_as_messages, fail
+from lit_models.errors import CommandParser, check_first_word, errors_as_messages, fail
 
 
 class Command(NamedTuple):
@@ -81,10 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         print(version_line())
         return
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        hint = did_you_mean(name, list(COMMANDS)) if not name.startswith("-") else ""
-        fail(f"{name!r} is not a command{hint or '.'} The command comes first: lit-models COMMAND [options] "
-             "(lit-models --help lists them).")  # fmt: skip
+    check_first_word(name, COMMANDS, "command", "lit-models COMMAND")
     command = COMMANDS[name]
     handler = load(command.target)
     if command.lightning:

@@ -8,7 +8,7 @@ import os
 from typing import NamedTuple
 
 from lit_models.commands import load
-from lit_models.errors import CommandParser, did_you_mean, fail
+from lit_models.errors import CommandParser, check_first_word, fail
 
 
 class Verb(NamedTuple):
@@ -43,10 +43,7 @@ def main(argv: list[str]) -> None:
         print(overview())
         return
     verb, rest = argv[0], argv[1:]
-    if verb not in VERBS:
-        hint = did_you_mean(verb, list(VERBS)) if not verb.startswith("-") else ""
-        fail(f"{verb!r} is not a verb of lit-models data{hint or '.'} The verb comes first: lit-models data VERB "
-             "[options] (lit-models data --help lists them).")  # fmt: skip
+    check_first_word(verb, VERBS, "verb", "lit-models data VERB")
     load(VERBS[verb].target)(rest)
 
 

@@ -32,6 +32,18 @@ def did_you_mean(word: str, choices: Iterable[str] | Mapping[str, str], quote: s
     return f"; did you mean {quote}{spellings[close[0]]}{quote}?" if close else ""
 
 
+def check_first_word(word: str, choices: Iterable[str], noun: str, usage: str) -> None:
+    """End the command (:func:`fail`) unless ``word`` is one of ``choices``, suggesting the closest: ``noun`` names
+    the kind of word ("command", "verb"), ``usage`` the command line it starts ("lit-models data VERB")."""
+    if word in choices:
+        return
+    hint = did_you_mean(word, list(choices)) if not word.startswith("-") else ""
+    program = usage.rsplit(" ", 1)[0]  # "lit-models data VERB" -> "lit-models data"
+    owner = "" if program == "lit-models" else f" of {program}"
+    fail(f"{word!r} is not a {noun}{owner}{hint or '.'} The {noun} comes first: {usage} [options] "
+         f"({program} --help lists them).")  # fmt: skip
+
+
 def fail(message: str) -> NoReturn:
     """End the command: ``error: message`` as the last line on stderr, exit status 2."""
     sys.stderr.write(f"error: {message}\n")
