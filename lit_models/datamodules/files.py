@@ -165,15 +165,18 @@ def is_jpeg(data: torch.Tensor) -> bool:
     return bytes(data[:3].tolist()) == JPEG_SIGNATURE
 
 
-def decode_rgb(path: str | Image.Image) -> torch.Tensor:
+def decode_rgb(path: str | Image.Image | torch.Tensor) -> torch.Tensor:
     """The image as a 3 x H x W uint8 RGB tensor, decoded fully (a truncated file is an error here, not later).
 
     JPEGs are decoded by torchvision (libjpeg-turbo: about twice PIL's speed with its conversion), other formats
     by PIL (:func:`load_rgb`; see :data:`JPEG_SIGNATURE`). Either way the pixels are those of PIL's
     ``convert("RGB")``: grayscale, CMYK and palette images expanded, an alpha channel dropped, a GIF's first frame,
-    and no EXIF orientation applied (neither path ever rotated an image). An image
-    already in memory (``lit_models.load(...).predict(picture)``) is only converted.
+    and no EXIF orientation applied (neither path ever rotated an image). An image already in memory
+    (``lit_models.load(...).predict(picture)``) is only converted; one decoded already (a prepared shard's record,
+    3 x H x W uint8 RGB) is returned as it is.
     """
+    if isinstance(path, torch.Tensor):
+        return path
     if isinstance(path, Image.Image):
         return F.pil_to_tensor(path.convert("RGB"))
     return decode_data(read_bytes(path), path)

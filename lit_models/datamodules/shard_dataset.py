@@ -14,7 +14,7 @@ import torch
 from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.sampler import ChunkedIndex
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from lit_models.datamodules.base import FileDataset
@@ -112,17 +112,18 @@ def read_text(value: bytes | memoryview) -> str:
     return bytes(value).decode("utf-8")
 
 
-def decode_record_image(record: dict[str, Any], where: str) -> Image.Image:
-    """The record's image, decoded fully here and handed on as an image in memory; a damaged record is an error that
-    names it. A JPEG is decoded by libjpeg-turbo through torchvision, as JPEG files are; other formats by PIL, since
-    torchvision's PNG decoder (0.29) ends the process on some damaged data instead of raising."""
+def decode_record_image(record: dict[str, Any], where: str) -> torch.Tensor:
+    """The record's image, decoded fully here into 3 x H x W uint8 RGB, which the file dataset's ``load`` takes in
+    place of a file; a damaged record is an error that names it. A JPEG is decoded by libjpeg-turbo through
+    torchvision, as JPEG files are; other formats by PIL, since torchvision's PNG decoder (0.29) ends the process on
+    some damaged data instead of raising."""
     data = bytes(record["image"])
     try:
         if data.startswith(JPEG_SIGNATURE):
-            return F.to_pil_image(decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB))
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return image.convert("RGB")
+            return F.pil_to_tensor(image.convert("RGB"))
     except (RuntimeError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         reason = SOURCE_LOCATION.sub("", str(error))
         raise DataError(f"cannot decode image {read_text(record['path'])} ({where}): {reason}. {DAMAGED}") from error
