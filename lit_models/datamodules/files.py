@@ -192,12 +192,12 @@ def decode_data(data: torch.Tensor, path: str) -> torch.Tensor:
         raise decode_error(path, error) from error
 
 
-def read_encoded(path: str | Image.Image) -> torch.Tensor:
+def read_encoded(path: str | Image.Image | torch.Tensor) -> torch.Tensor:
     """What a worker hands on to be decoded on the GPU (``decode_device="cuda"``): a JPEG's bytes (1-D uint8), or
     the image decoded here (3 x H x W uint8, :func:`decode_rgb`) where nvJPEG cannot take it: another format, an
-    image in memory, or a JPEG that does not end with its end-of-image marker (a truncated download), which the CPU
-    decoder turns into the error that names the file."""
-    if isinstance(path, Image.Image):
+    image in memory or decoded already (a prepared shard's record), or a JPEG that does not end with its end-of-image
+    marker (a truncated download), which the CPU decoder turns into the error that names the file."""
+    if isinstance(path, (Image.Image, torch.Tensor)):
         return decode_rgb(path)
     data = read_bytes(path)
     if is_jpeg(data) and bytes(data[-2:].tolist()) == JPEG_END:
