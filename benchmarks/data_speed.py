@@ -11,9 +11,12 @@ tree of four classes under a temporary folder. Every loader applies the same tra
 workers, batch size and persistent workers:
 
     (a) torchvision.datasets.ImageFolder, PIL decoding (its default loader), in a DataLoader
-    (b) ImageFolderDataModule(root, preset="imagenet", image_size=224).train_dataloader()
-    (c) the same on a copy of the tree resized beforehand to a shorter side of 256 (less to decode)
-    (d) the same on the tree prepared as LitData shards with a shorter side of 256 (lit-models data prepare)
+    (b) ImageFolderDataModule(root, preset="imagenet", image_size=224).train_dataloader(): uint8 batches, which the
+        trainer normalises on its device (on_after_batch_transfer; on a GPU a fraction of a millisecond a batch)
+    (b') the same, each batch normalised here in the main process, as a trainer on this CPU does
+    (c) (b) on a copy of the tree resized beforehand to a shorter side of 256 (less to decode)
+    (d) (b) on the tree prepared as LitData shards with a shorter side of 256 (lit-models data prepare)
+    (d') (d) normalised in the main process
     --prefetch-factor N: (b) with DataLoader's prefetch_factor N (batches each worker keeps ready; PyTorch's is 2)
     on a machine with CUDA: (b) with decode_device="cuda" (the workers read the files; nvJPEG decodes and the
     transform runs on the GPU, as the DataModule does before a batch reaches the model)
@@ -115,12 +118,25 @@ def torchvision_loader(root: Path, workers: int, batch_size: int) -> DataLoader:
 
 
 def datamodule_loader(root: Path, workers: int, batch_size: int) -> DataLoader:
-    """(b), (c): ImageFolderDataModule's training loader."""
+    """(b), (c), (d): ImageFolderDataModule's training loader."""
     data = ImageFolderDataModule(
         root=str(root), preset="imagenet", image_size=224, batch_size=batch_size, num_workers=workers
     )
     data.setup("fit")
     return data.train_dataloader()
+
+
+class Normalised:
+    """(b'), (d'): a loader's batches normalised by ImageFolderDataModule's ``on_after_batch_transfer`` here, in
+    the main process, on the CPU (what a trainer without a GPU does after each batch arrives)."""
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+        self.data = ImageFolderDataModule(preset="imagenet")  # the default mean and std, as (a) and the loaders use
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            yield self.data.on_after_batch_transfer(batch, 0)
 
 
 def prefetching_loader(root: Path, workers: int, batch_size: int, prefetch_factor: int) -> DataLoader:
@@ -140,9 +156,9 @@ def prefetching_loader(root: Path, workers: int, batch_size: int, prefetch_facto
 
 
 class GPUDecoding:
-    """(b) with decode_device="cuda": each batch of file bytes decoded by nvJPEG and transformed on the GPU
-    (``image_folder.decode_batch``, what the DataModule's ``on_before_batch_transfer`` does), the GPU waited for at
-    the end of each pass."""
+    """(b) with decode_device="cuda": each batch of file bytes decoded by nvJPEG, transformed and normalised on the
+    GPU (``image_folder.decode_batch`` and ``on_after_batch_transfer``, what the DataModule does before a batch
+    reaches the model), the GPU waited for at the end of each pass."""
 
     def __init__(self, root: Path, workers: int, batch_size: int) -> None:
         data = ImageFolderDataModule(
@@ -150,19 +166,18 @@ class GPUDecoding:
             decode_device="cuda",
         )  # fmt: skip
         data.setup("fit")
-        self.loader, self.transform = data.train_dataloader(), data.datasets["train"].transform
+        self.data, self.loader, self.transform = data, data.train_dataloader(), data.datasets["train"].transform
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         device = torch.device("cuda")
         for batch in self.loader:
-            yield decode_batch(batch, self.transform, device)
+            yield self.data.on_after_batch_transfer(decode_batch(batch, self.transform, device), 0)
         torch.cuda.synchronize(device)
 
 
-def shards_loader(root: Path, workers: int, batch_size: int) -> Iterable:
+def shards_loader(root: Path, shards: Path, workers: int, batch_size: int) -> Iterable:
     """(d): the tree prepared as shards with a shorter side of 256 (``lit-models data prepare``, done here before
     the timing), read by ImageFolderDataModule's training loader."""
-    shards = root.parent / f"{root.name}_shards"
     prepare_shards(ImageFolderDataModule(str(root)), shards, shorter_side=256, workers=max(workers, 1))
     return datamodule_loader(shards, workers, batch_size)
 
@@ -217,16 +232,19 @@ def main() -> None:
         resized = resized_copy(photos, Path(folder) / "photos_256")
         kilobytes = np.mean([path.stat().st_size for path in photos.rglob("*.jpg")]) / 1024
         settings = (args.workers, args.batch_size)
+        shards = photos.parent / "photos_shards"
         rows: dict[str, LoaderFactory] = {
             "(a) torchvision ImageFolder, PIL decoding": lambda: torchvision_loader(photos, *settings),
-            "(b) ImageFolderDataModule": lambda: datamodule_loader(photos, *settings),
+            "(b) ImageFolderDataModule (uint8 batches)": lambda: datamodule_loader(photos, *settings),
+            "(b') (b) normalised in the main process": lambda: Normalised(datamodule_loader(photos, *settings)),
             "(c) ImageFolderDataModule, images resized to shorter side 256": lambda: datamodule_loader(
                 resized, *settings
             ),
+            "(d) ImageFolderDataModule on prepared shards, shorter side 256": lambda: shards_loader(
+                photos, shards, *settings
+            ),
+            "(d') (d) normalised in the main process": lambda: Normalised(datamodule_loader(shards, *settings)),
         }
-        rows["(d) ImageFolderDataModule on prepared shards, shorter side 256"] = lambda: shards_loader(
-            photos, *settings
-        )
         for factor in args.prefetch_factor:
             rows[f"(b) with prefetch_factor {factor}"] = lambda factor=factor: prefetching_loader(
                 photos, *settings, factor

@@ -9,13 +9,14 @@ import torch
 from conftest import CLASSES, make_image_tree
 from PIL import Image
 
-from lit_models.datamodules.files import DataError
+from lit_models.datamodules.files import DataError, decode_rgb
 from lit_models.datamodules.image_folder import ImageFolderDataModule
 from lit_models.datamodules.sources import mnist5k
+from lit_models.datamodules.transforms import training_transform
 
 
 def make(root: Path, **kwargs) -> ImageFolderDataModule:
-    return ImageFolderDataModule(root=str(root), preset="small", image_size=16, num_workers=0, **kwargs)
+    return ImageFolderDataModule(root=str(root), image_size=16, num_workers=0, **{"preset": "small", **kwargs})
 
 
 def test_classes_known_after_init_without_decoding(image_tree):
@@ -32,6 +33,33 @@ def test_val_folder_is_used_and_batches_are_three_channel(image_tree):
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (4, 3, 16, 16) and batch["label"].dtype == torch.int64
     assert all(Path(p).is_file() for p in batch["path"])
+
+
+def test_training_batches_leave_the_loader_as_uint8_and_are_normalised_on_the_device(image_tree):
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    dm = make(image_tree, batch_size=4, preset="imagenet", mean=mean, std=std)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 3, 16, 16)
+    assert dm.on_after_batch_transfer(batch, 0)["image"].dtype == torch.float32
+    assert dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)["image"].dtype == torch.float32
+    # The workers' steps, then the device's on the batch, equal the whole training transform image by image (the
+    # same random crops and flips drawn), to float rounding.
+    train = dm.datasets["train"]
+    torch.manual_seed(0)
+    images = torch.stack([train[i]["image"] for i in range(4)])
+    normalised = dm.on_after_batch_transfer({"image": images}, 0)["image"]
+    whole = training_transform("imagenet", 16, mean=mean, std=std)
+    torch.manual_seed(0)
+    expected = torch.stack([whole(decode_rgb(train.samples[i][0])) for i in range(4)])
+    torch.testing.assert_close(normalised, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{"preset": "googlenet"}, {"random_erasing": 0.5}, {"lighting": 0.1}])
+def test_per_image_steps_after_the_conversion_keep_training_batches_float(image_tree, options):
+    dm = make(image_tree, batch_size=4, **options)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["image"].dtype == torch.float32
 
 
 def test_seeded_stratified_val_split_when_val_missing(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from families import classifier, fit_and_save
+from litdata import StreamingDataLoader
 
 import lit_models
 from lit_models import DataError, DetectionDataModule, ImageFolderDataModule, SegmentationDataModule
@@ -191,6 +192,28 @@ def test_a_run_resumed_mid_epoch_sees_the_rest_of_its_epoch(workers, image_tree,
     rest = epoch_paths(tmp_path / "shards", workers, checkpoint, resume=True)
     assert len(whole) == 24 and len(set(whole)) == 24
     assert whole[:8] + rest == whole
+
+
+def test_persistent_workers_shuffle_each_epoch_as_fresh_ones_do(image_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    prepare_shards(DATA["classification"][0](image_tree), tmp_path / "shards", workers=1)
+    data = ImageFolderDataModule(str(tmp_path / "shards"), image_size=16, batch_size=4, num_workers=2)
+    data.setup("fit")
+    persistent = data.train_dataloader()
+    fresh = StreamingDataLoader(
+        persistent.dataset, batch_size=4, num_workers=2, collate_fn=persistent.collate_fn, drop_last=True
+    )
+    assert persistent.persistent_workers and not fresh.persistent_workers
+
+    def epochs(loader) -> list[list[str]]:
+        """Three epochs, the second cut short after two batches (limit_train_batches)."""
+        order = [[path for batch in loader for path in batch["path"]]]
+        order.append([path for _, batch in zip(range(2), loader, strict=False) for path in batch["path"]])
+        return order + [[path for batch in loader for path in batch["path"]]]
+
+    first, cut, third = epochs(persistent)
+    assert [first, cut, third] == epochs(fresh)
+    assert sorted(first) == sorted(third) and len(set(first)) == 24 and first != third and cut != first[:8]
 
 
 def test_a_checkpoint_trained_on_shards_predicts_image_files(image_tree, tmp_path, one_thread):

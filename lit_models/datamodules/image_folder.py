@@ -44,7 +44,9 @@ from lit_models.datamodules.transforms import (
     check_augmentation,
     check_probability,
     evaluation_resize,
+    normalise_batch,
     training_transform,
+    without_normalisation,
 )
 from lit_models.errors import UsageError
 
@@ -130,6 +132,11 @@ class ImageFolderDataModule(FileDataModule):
     ``__init__``; no image is opened until ``setup``. Batches are dicts: ``image`` N x 3 x S x S, ``label`` N,
     ``path`` (the files, for predictions). A multi-crop test gives ``image`` N x V x 3 x S x S (V views per image), a
     dense one a list of N lists of views 3 x H x W (``test_crops``).
+
+    Training batches leave the loader as uint8 images where the training transform ends in plain normalisation (no
+    photometric step, no random erasing: ``transforms.without_normalisation``), and ``on_after_batch_transfer``
+    normalises them on the trainer's device: a loop of your own that reads ``train_dataloader()`` calls
+    ``data.on_after_batch_transfer(batch, 0)`` for the float images the model takes.
     """
 
     def __init__(
@@ -261,11 +268,12 @@ class ImageFolderDataModule(FileDataModule):
         return dataclasses.replace(spec, resize_size=hp.eval_resize_size)
 
     def transform(self, train: bool) -> Callable:
-        """The training transform, or the evaluation one (``spec.preprocess()``)."""
+        """The training transform as the workers run it (its normalisation left to the device where it can be,
+        ``on_after_batch_transfer``), or the evaluation one (``spec.preprocess()``)."""
         if not train:
             return self.spec.preprocess()
         hp = self.hparams
-        return training_transform(
+        augmentation = training_transform(
             hp.preset,
             hp.image_size,
             hflip=hp.hflip,
@@ -278,10 +286,15 @@ class ImageFolderDataModule(FileDataModule):
             auto_augment=hp.auto_augment,
             random_erasing=hp.random_erasing,
         )
+        return without_normalisation(augmentation)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches only: MixUp / CutMix (``mixup_alpha``, ``cutmix_alpha``) on the device, after the
-        decode errors were raised; ``label`` becomes N x num_classes class probabilities."""
+        """On the device, after the decode errors were raised: uint8 training images normalised
+        (``transforms.normalise_batch``, the steps the workers left out), then MixUp / CutMix (``mixup_alpha``,
+        ``cutmix_alpha``) of training batches, ``label`` becoming N x num_classes class probabilities."""
+        images = batch.get("image")
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+            batch["image"] = normalise_batch(images, self.hparams.mean, self.hparams.std)
         if self.batch_mix is not None and self.trainer is not None and self.trainer.training:
             batch["image"], batch["label"] = self.batch_mix(batch["image"], batch["label"])
         return batch

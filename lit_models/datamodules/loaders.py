@@ -42,8 +42,8 @@ def split_loader(
     (``benchmarks/data_speed.py --prefetch-factor 4``).
 
     A dataset that names its ``loader_class`` gets it: prepared shards (``shard_dataset.py``) get LitData's
-    ``StreamingDataLoader``, whose position Lightning saves in checkpoints, with workers started afresh each epoch
-    (persistent ones would keep streaming from their own stale copy of the position).
+    ``StreamingDataLoader``, whose position Lightning saves in checkpoints (their persistent workers learn each
+    epoch from the dataset's shared ``epoch_state``).
     """
     order: dict[str, Any] = {}
     if not isinstance(dataset, IterableDataset):
@@ -61,7 +61,7 @@ def split_loader(
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0 and loader_class is DataLoader,
+        persistent_workers=num_workers > 0,
         worker_init_fn=worker_init_fn,  # workers outlive a job-wide SIGTERM until the trainer has saved
         drop_last=drop_last,
     )

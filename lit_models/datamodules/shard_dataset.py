@@ -33,6 +33,11 @@ class ShardDataset(StreamingDataset):
     (``drop_last=False``) gives each rank a disjoint part and their union is the split, every record exactly once.
     Its loader is LitData's ``StreamingDataLoader``, whose position Lightning saves in the checkpoint, so a run
     resumed mid-epoch goes on with the records it had not yet seen.
+
+    The loader's workers persist across epochs, each with its own copy of this dataset made when it started: the
+    epoch the loader sets in the main process, and whether a restored position is still to be used, reach them
+    through a tensor in shared memory (``epoch_state``), so every epoch is shuffled anew even when one is cut short
+    (``limit_train_batches``), where LitData's own worker-side count would not move on.
     """
 
     loader_class = StreamingDataLoader
@@ -52,6 +57,21 @@ class ShardDataset(StreamingDataset):
         # 256 at a time, for one of them).
         super().__init__(str(folder), shuffle=shuffle, seed=shuffle_seed(), item_shuffle_window=0, batch_decode=0)
         self.records = RecordFiles(self, files, kind, folder)
+        self.epoch_state = torch.zeros(2, dtype=torch.int64).share_memory_()  # [epoch, restored position pending]
+
+    def set_epoch(self, current_epoch: int) -> None:
+        """LitData's (a restored position keeps its own epoch), told to the workers too."""
+        super().set_epoch(current_epoch)
+        self.epoch_state[0] = self.current_epoch
+        self.epoch_state[1] = self._state_dict is not None
+
+    def __iter__(self) -> ShardDataset:
+        """One epoch's pass, in a worker or the main process: at the epoch the loader set, from the restored
+        position only when the loader has one to resume."""
+        if not self.epoch_state[1]:
+            self._state_dict = None
+            self.current_epoch = int(self.epoch_state[0])
+        return super().__iter__()
 
     def __getitem__(self, index: ChunkedIndex | int) -> dict[str, Any]:
         """The decoded sample dict (``FileDataset``'s: with ``path``, ``error``, ``skipped``)."""

@@ -223,6 +223,35 @@ def training_transform(
     )
 
 
+def without_normalisation(transform: v2.Compose) -> v2.Compose:
+    """``transform`` without its last two steps where they are ``ToDtype(float32, scale=True)`` and ``Normalize``, so
+    its images stay uint8 and :func:`normalise_batch` does those two steps on the batch, on the device; else
+    ``transform`` itself (a photometric step or random erasing works on each float image before or after Normalize).
+
+    A uint8 batch is a quarter of the float one's bytes through the workers' shared memory and to the GPU, and the
+    GPU normalises it in a fraction of a millisecond (timm's ``PrefetchLoader``, FFCV and DALI do the same).
+    """
+    steps = transform.transforms
+    ends_in_normalisation = (
+        len(steps) >= 2
+        and isinstance(steps[-2], v2.ToDtype)
+        and steps[-2].dtype == torch.float32
+        and steps[-2].scale
+        and isinstance(steps[-1], v2.Normalize)
+    )
+    return v2.Compose(steps[:-2]) if ends_in_normalisation else transform
+
+
+def normalise_batch(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """N x C x H x W uint8 -> the normalised float32 images, where they are: the two steps
+    :func:`without_normalisation` leaves out, (x / 255 - mean) / std, as one multiply-add from the uint8 images
+    (equal to those steps to float rounding; a third of their time on the CPU)."""
+    shape = (1, -1, 1, 1)
+    scale = torch.tensor(std, device=images.device).mul(255).reciprocal().view(shape)
+    shift = torch.tensor(mean, device=images.device).div(torch.tensor(std, device=images.device)).neg().view(shape)
+    return torch.addcmul(shift, images, scale)
+
+
 def batch_mixing(num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> v2.Transform | None:
     """MixUp (Zhang et al. 2018) and/or CutMix (Yun et al. 2019) of a training batch, one of the two chosen at
     random for each batch where both are on, as torchvision's reference ``train.py`` does; None where both alphas
