@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -55,13 +55,23 @@ def batch_of(inputs: tuple[torch.Tensor, ...], size: int) -> tuple[torch.Tensor,
 
 def prepare(backend: str, net: nn.Module, example: tuple[torch.Tensor, ...], device: torch.device, folder: Path):
     """``backend``'s form of the network, a function of the inputs: the net on ``device``, compiled (at its first
-    call of each input shape), or its ONNX graph (exported once: its batch is dynamic) in an onnxruntime session."""
+    call of each input shape), or its ONNX graph in an onnxruntime session, exported at its first call: once where
+    the graph's batch is dynamic, for each batch size where it is fixed (a detector's, whose images the nets' Python
+    loop visits one by one: traced for N images, the loop is N copies in the graph)."""
     if backend == "onnx":
-        path = folder / "graph.onnx"
-        save_onnx(net, example, path)
+        fixed_batch = 0 not in getattr(net, "dynamic_shapes", ({0: "batch"},))[0]
         provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
-        session = onnxruntime_session(path, (provider,), torch.get_num_threads())
-        return lambda inputs: run_onnx(session, tuple(value.cpu() for value in inputs))
+        sessions: dict[int, Any] = {}
+
+        def run_graph(inputs: tuple[torch.Tensor, ...]) -> list:
+            size = len(inputs[0]) if fixed_batch else 0
+            if size not in sessions:
+                path = folder / f"graph-{size}.onnx"
+                save_onnx(net, batch_of(example, size) if fixed_batch else example, path)
+                sessions[size] = onnxruntime_session(path, (provider,), torch.get_num_threads())
+            return run_onnx(sessions[size], tuple(value.cpu() for value in inputs))
+
+        return run_graph
     model = net.to(device)
     model = torch.compile(model) if backend == "compile" else model
 
@@ -88,8 +98,6 @@ def measure(
     Whatever stops a backend (an operator ONNX cannot express, no C++ compiler for torch.compile) is recorded as
     the reason for its cells, and the others go on."""
     results: dict[tuple[str, int], Timing] = {}
-    # A graph whose first input's batch is fixed (a detector's, one image) runs only at that batch.
-    fixed_batch = 0 not in getattr(net, "dynamic_shapes", ({0: "batch"},))[0]
     with tempfile.TemporaryDirectory() as folder:
         prepared: dict[str, Callable] = {}
         for backend in backends:
@@ -101,14 +109,11 @@ def measure(
             inputs = tuple(value.to(device) for value in batch_of(example, size))
             runs: dict[str, Callable] = {}
             for backend, run in prepared.items():
-                if fixed_batch and size != len(example[0]):
-                    results[backend, size] = Timing([], f"the graph takes a batch of {len(example[0])}")
-                    continue
                 try:
                     for _ in range(warmup):
                         run(inputs)
                     runs[backend] = run
-                except Exception as error:  # torch.compile compiles, and may fail, at its first call
+                except Exception as error:  # torch.compile and the ONNX export happen, and may fail, at a first call
                     results[backend, size] = Timing([], first_line(error))
             seconds: dict[str, list[float]] = {backend: [] for backend in runs}
             for _ in range(iterations):

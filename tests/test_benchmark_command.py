@@ -10,7 +10,8 @@ from conftest import make_image_tree, run_cli
 from families import fit_and_save
 
 from lit_models import ImageFolderDataModule, ResNet
-from lit_models.benchmark import benchmark, measure
+from lit_models.benchmark import batch_of, benchmark, prepare
+from lit_models.export import TOLERANCE, compare, run_torch
 from lit_models.nets.detection_graph import DetectionGraph
 from lit_models.nets.yolo import YOLOv1Net
 
@@ -46,12 +47,14 @@ def test_a_recipe_untrained_with_a_backend_that_cannot_run(monkeypatch, one_thre
         assert " images/s, " in eager and compiled == "cannot run: no C++ compiler found"
 
 
-def test_a_detector_graph_runs_at_its_one_image_only(one_thread):
+def test_a_detector_graph_is_exported_for_the_batch_it_runs_at(one_thread, tmp_path):
     net = YOLOv1Net(4, backbone="resnet18", width_mult=0.125, image_size=64, representation_size=32, head_channels=64)
     graph = DetectionGraph(net.eval(), net.box_detections_per_img, uses_proposals=False)
-    results = measure(graph, (torch.randn(1, 3, 64, 64),), [1, 8], ["eager"], torch.device("cpu"), 2, 1)
-    assert len(results["eager", 1].seconds) == 2 and not results["eager", 1].reason
-    assert results["eager", 8].reason == "the graph takes a batch of 1"
+    example = (torch.randn(1, 3, 64, 64),)
+    three = batch_of(example, 3)
+    found = prepare("onnx", graph, example, torch.device("cpu"), tmp_path)(three)
+    assert [array.shape[0] for array in found] == [3, 3, 3, 3]
+    assert compare(found, run_torch(graph, three)) < TOLERANCE
 
 
 @pytest.mark.parametrize(("option", "value"), [("iterations", 0), ("batch_size", 0), ("warmup", -1), ("threads", 0)])

@@ -7,8 +7,10 @@ pixels), ``scores`` N x K, ``labels`` N x K (1..C; 0, the background, on padding
 real detections of each image, which come first, by decreasing score. Dropping the padding
 (:func:`unpadded`) gives ``net.predict``'s detections.
 
-A region detector's graph also takes the image's proposals (R x 4 xyxy, input pixels; R may vary from call to
-call). The nets' ``predict`` loops over the images in Python, so the graph is traced for one image: N is 1.
+A region detector's graph also takes proposals (R x 4 xyxy, input pixels; R may vary from call to call), which
+every image of the batch uses. The nets' ``predict`` loops over the images in Python, so N is fixed when the graph
+is traced (the loop becomes N copies): ``lit-models export`` traces it for one image; ``lit-models benchmark``
+traces one for each batch size it measures.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class DetectionGraph(nn.Module):
         self.dynamic_shapes = ({}, {0: torch.export.Dim("proposals", min=1)}) if uses_proposals else ({},)
 
     def forward(self, images: Tensor, proposals: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        found = self.net.predict(images, [proposals]) if self.uses_proposals else self.net.predict(images)
+        found = (
+            self.net.predict(images, [proposals] * images.shape[0]) if self.uses_proposals else self.net.predict(images)
+        )
         return padded(found, self.count)
 
     def example_proposals(self, images: Tensor, count: int = 16) -> Tensor:
