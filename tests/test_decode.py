@@ -22,8 +22,10 @@ import lit_models.datamodules.segmentation as segmentation_data
 from lit_models.check import main as check_command
 from lit_models.datamodules.files import (
     DataError,
+    check_jpeg_size,
     decode_on_device,
     decode_rgb,
+    jpeg_size,
     load_rgb,
     read_bytes,
     read_encoded,
@@ -124,6 +126,26 @@ def test_undecodable_files_raise_the_error_that_names_them(tmp_path):
             rf"cannot decode image {re.escape(str(path))}: .+\. Replace or delete the file\.", str(error.value)
         )
         assert ".cpp:" not in str(error.value)  # torchvision's C++ source location is left out
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"exif": b"Exif\x00\x00" + bytes(3000)}])
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_the_jpeg_size_is_read_from_its_header_as_pil_reads_it(tmp_path, options, mode):
+    path = tmp_path / "picture.jpg"
+    picture(37, 23).convert(mode).save(path, quality=90, **options)
+    assert jpeg_size(read_bytes(str(path))) == Image.open(path).size == (37, 23)
+
+
+def test_a_jpeg_declaring_more_pixels_than_pil_allows_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.jpg"
+    picture(37, 23).save(path, quality=90)
+    data = bytearray(path.read_bytes())
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = (60000).to_bytes(2, "big") * 2  # 60,000 x 60,000: 10.8 GB of pixels
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"cannot decode image {re.escape(str(path))}: it declares 60000 x 60000"):
+        decode_rgb(str(path))
+    check_jpeg_size(read_bytes(str(path))[:frame], "cut short")  # no frame header: left to the decoder
 
 
 def jpeg_tree(root: Path, per_class: int = 4) -> Path:

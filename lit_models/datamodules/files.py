@@ -186,10 +186,50 @@ def decode_data(data: torch.Tensor, path: str) -> torch.Tensor:
     """:func:`decode_rgb` of the file's bytes, already read (``path`` names it in errors and for PIL)."""
     if not is_jpeg(data):
         return F.pil_to_tensor(load_rgb(path))
+    check_jpeg_size(data, path)
     try:
         return decode_jpeg(data, mode=ImageReadMode.RGB)
     except RuntimeError as error:
         raise decode_error(path, error) from error
+
+
+# JPEG markers that start a frame header (SOF0-SOF15 but DHT, JPG and DAC), which holds the image's size.
+FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+START_OF_SCAN = 0xDA
+
+
+def jpeg_size(data: torch.Tensor) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, read from its segment headers without decoding; None where the
+    header is missing or cut short (the decoder then names the file)."""
+    view = memoryview(data.numpy())
+    position = 2  # after the start-of-image marker
+    while position + 9 <= len(view):
+        if view[position] != 0xFF:
+            return None
+        marker = view[position + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            position += 1
+            continue
+        if marker in FRAME_MARKERS:
+            height = view[position + 5] << 8 | view[position + 6]
+            return view[position + 7] << 8 | view[position + 8], height
+        if marker == START_OF_SCAN:
+            return None
+        position += 2 + (view[position + 2] << 8 | view[position + 3])
+    return None
+
+
+def check_jpeg_size(data: torch.Tensor, name: str) -> None:
+    """Refuse a JPEG that declares more pixels than PIL would decode (twice ``Image.MAX_IMAGE_PIXELS``, PIL's
+    decompression-bomb limit): torchvision's decoder has no such limit and would try to allocate them all."""
+    size = jpeg_size(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    if size is not None and limit is not None and size[0] * size[1] > 2 * limit:
+        reason = (
+            f"it declares {size[0]} x {size[1]} pixels, more than twice PIL's limit of {limit} "
+            "(PIL.Image.MAX_IMAGE_PIXELS: raise it if the image is genuine)"
+        )
+        raise decode_error(name, ValueError(reason))
 
 
 def read_encoded(path: str | Image.Image | torch.Tensor) -> torch.Tensor:

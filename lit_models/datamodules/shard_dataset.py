@@ -18,7 +18,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from lit_models.datamodules.base import FileDataset
-from lit_models.datamodules.files import JPEG_SIGNATURE, SOURCE_LOCATION, DataError
+from lit_models.datamodules.files import JPEG_SIGNATURE, SOURCE_LOCATION, DataError, check_jpeg_size
 
 # A record that does not decode was readable when it was written: its chunk file is damaged since.
 DAMAGED = "The shards are damaged: prepare them again from the files (lit-models data prepare)."
@@ -138,9 +138,12 @@ def decode_record_image(record: dict[str, Any], where: str) -> torch.Tensor:
     torchvision, as JPEG files are; other formats by PIL, since torchvision's PNG decoder (0.29) ends the process on
     some damaged data instead of raising."""
     data = bytes(record["image"])
+    if data.startswith(JPEG_SIGNATURE):
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        check_jpeg_size(encoded, f"{read_text(record['path'])} ({where})")
     try:
         if data.startswith(JPEG_SIGNATURE):
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB)
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             return F.pil_to_tensor(image.convert("RGB"))
