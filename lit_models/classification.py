@@ -204,7 +204,7 @@ class ImageClassifier(TaskModule, ABC):
         # Plain cross-entropy (no smoothing) so the number is comparable across recipes.
         loss = F.cross_entropy(logits, labels)
         metrics.update(logits, labels)
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
+        self.log_evaluation_loss(stage, loss, len(labels))
         self.log_dict(metrics, prog_bar=True, batch_size=len(labels))
         return logits
 

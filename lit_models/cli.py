@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,9 +15,11 @@ from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_only
 
 from lit_models import registry
 from lit_models.chains import Chain, chain_text, evaluate_chain, fit_chain, read_chain, take_option
+from lit_models.checkpoint_file import read_checkpoint, saved_arguments, saved_class
 from lit_models.class_names import ClassNamesMismatchError
 from lit_models.cli_parser import LitModelsParser, import_class, read_whole_numbers_as_int
 from lit_models.datamodules.files import DataError
@@ -26,8 +29,10 @@ from lit_models.preemption import CheckpointOnSigterm
 from lit_models.quiet import quiet_libraries, quiet_model_summary
 from lit_models.recipes import recipe_label, resolve_recipe_arguments
 from lit_models.run_report import RunReport
+from lit_models.run_safety import RunError, RunSafety, claim_run_folders
 from lit_models.runs import CheckpointNotFoundError, logger_runs, resolve_checkpoint_alias, run_of_checkpoint
 from lit_models.stages import InitError, initialise
+from lit_models.torchrun import follow_launch
 from lit_models.version import version_line
 
 log = logging.getLogger(__name__)
@@ -162,8 +167,9 @@ class LitModelsCLI(LightningCLI):
             # SLURM requeues reuse the run folder: rewriting its config.yaml must not fail.
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
-                # Persistent (not a config entry): a run stopped by SIGTERM saves its step and exits 143.
-                "callbacks": [CheckpointOnSigterm()],
+                # Persistent (not config entries): a run stopped by SIGTERM saves its step and exits 143; a NaN
+                # loss or a failed checkpoint write stops it with what was kept.
+                "callbacks": [CheckpointOnSigterm(), RunSafety()],
                 "logger": {
                     "class_path": "pytorch_lightning.loggers.CSVLogger",
                     "init_args": {"save_dir": "runs"},
@@ -255,6 +261,7 @@ class LitModelsCLI(LightningCLI):
         route_optimizers(config)
         progress_bar_only_on_a_terminal(config)
         with errors_as_messages():
+            follow_launch(config.trainer)
             data_follows_model(config)
             model, data = class_arguments(config, "model"), class_arguments(config, "data")
             if model and data and config.trainer.get("logger") is not False:
@@ -279,13 +286,29 @@ class LitModelsCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         # Data that turns out bad once read (a missing split, an unreadable image, a checkpoint trained on other
-        # classes), no run to take --ckpt_path from, or predictions already there end the run with their message;
-        # every other exception keeps its traceback.
-        with errors_as_messages((DataError, ClassNamesMismatchError, UsageError, FileExistsError, InitError)):
+        # classes), no run to take --ckpt_path from, predictions already there, a NaN loss or a full disk end the run
+        # with their message; every other exception keeps its traceback.
+        with errors_as_messages((DataError, ClassNamesMismatchError, UsageError, FileExistsError, InitError, RunError)):
             super()._run_subcommand(subcommand)
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's merge of a ``--ckpt_path`` file's model and arguments into the configuration, with the file
+        read as data first (docs/cli.md, "What a checkpoint may build"): Lightning's own would import whatever
+        class the file names."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not path or not Path(path).is_file():
+            return
+        with errors_as_messages((DataError,)):
+            saved = read_checkpoint(path)
+            model = saved_class(saved, "model", path)
+            arguments = saved_arguments(saved, "model", model, path)
+        merged = {"class_path": f"{model.__module__}.{model.__name__}", "init_args": arguments}
+        self.config = self.parser.parse_object({subcommand: {"model": merged}}, self.config)
+
     def _resolve_ckpt_path(self) -> None:
-        """Turn ``--ckpt_path last|best`` into a file of an earlier run, and evaluate into that run's folder."""
+        """Turn ``--ckpt_path last|best`` into a file of an earlier run, and evaluate into that run's folder; the
+        file is read as data before Lightning opens it."""
         config = self.config_init[self.subcommand]
         alias = config.get("ckpt_path")
         # Within one process Lightning knows these; a fresh `test` process finds them on disk.
@@ -299,6 +322,8 @@ class LitModelsCLI(LightningCLI):
                     return
                 fit = f"lit-models fit {self.rerun_config or '<the same options>'}"
                 raise UsageError(f"{error} Train first ({fit}), or pass --ckpt_path a checkpoint file.") from None
+        if config["ckpt_path"] and Path(config["ckpt_path"]).is_file():
+            read_checkpoint(config["ckpt_path"])
         if self.subcommand != "fit" and config["ckpt_path"]:
             self._log_into_run(config["ckpt_path"])
 
@@ -326,6 +351,7 @@ class LitModelsCLI(LightningCLI):
     def before_fit(self) -> None:
         self._resolve_ckpt_path()
         self._start_stage()
+        claim_run_folders(self.trainer)  # once nothing before the run can fail: no empty folder left behind
         self._add_callbacks()
         quiet_model_summary(self.trainer)
 
@@ -343,6 +369,7 @@ class LitModelsCLI(LightningCLI):
     def before_validate(self) -> None:
         self._refuse_fit_options()
         self._resolve_ckpt_path()
+        claim_run_folders(self.trainer)
         self._add_callbacks()
 
     def _refuse_fit_options(self) -> None:
@@ -358,6 +385,7 @@ class LitModelsCLI(LightningCLI):
     def before_predict(self) -> None:
         self._refuse_fit_options()
         self._resolve_ckpt_path()
+        claim_run_folders(self.trainer)
         writer = getattr(self.model, "prediction_writer", None)
         if writer is not None:
             options = self.config_init[self.subcommand]
@@ -401,11 +429,13 @@ def recipe(name: str, **overrides: dict[str, Any]) -> tuple[LightningModule, Lig
 
 def show_package_logs() -> None:
     """lit-models' own INFO messages (region proposal progress and recall, skipped files) on stderr, as
-    Lightning shows its own; other libraries' loggers keep their levels."""
+    Lightning shows its own; other libraries' loggers keep their levels. Under DDP the other ranks show only
+    warnings: their information repeats rank 0's."""
     package = logging.getLogger("lit_models")
     if not package.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(lambda record: rank_zero_only.rank == 0 or record.levelno >= logging.WARNING)
         package.addHandler(handler)
         package.setLevel(logging.INFO)
 

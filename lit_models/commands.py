@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from lit_models.errors import CommandParser, check_first_word, errors_as_messages, fail
+from lit_models.torchrun import refuse_in_many_processes
 
 
 class Command(NamedTuple):
@@ -41,7 +42,8 @@ COMMANDS = {
     "benchmark": Command("images/s and latency of a network in eager, compiled and ONNX", "lit_models.benchmark:main"),
     "check": Command("read every file of a recipe's data and list every problem first", "lit_models.check:main"),
     "data": Command(
-        "work on a recipe's data: prepare (LitData shards that training streams)", "lit_models.data_command:main"
+        "work on data: prepare (LitData shards), convert (VOC / COCO / YOLO, masks), show, stats",
+        "lit_models.data_command:main",
     ),
     "recipes": Command("list the recipes packaged with lit-models", "lit_models.commands:recipes"),
 }
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if command.lightning:
         handler([name, *rest])
     else:
+        refuse_in_many_processes(name)
         run_ours(handler, rest)
 
 
@@ -173,6 +176,7 @@ def predict(argv: list[str]) -> None:
     if "-h" in argv or "--help" in argv:
         print(PREDICT_FORMS)
         print("With a checkpoint alone:")
+    refuse_in_many_processes("predict CHECKPOINT")
     run_ours(load("lit_models.inference:main"), checkpoint_predict_arguments(argv[1:]))
 
 

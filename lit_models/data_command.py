@@ -21,6 +21,18 @@ VERBS = {
         "write a recipe's data (every split) as LitData shards that training streams: RECIPE --output DIR",
         "lit_models.data_command:prepare",
     ),
+    "convert": Verb(
+        "boxes between VOC, COCO and YOLO, masks between palette and index PNGs: SOURCE --to FORMAT --output DIR",
+        "lit_models.datatools.convert:main",
+    ),
+    "show": Verb(
+        "draw a split's images with their classes, masks or boxes into PNGs: RECIPE --output DIR",
+        "lit_models.datatools.show:main",
+    ),
+    "stats": Verb(
+        "count a recipe's classes, objects, box and image sizes (--plots DIR: their histograms): RECIPE",
+        "lit_models.datatools.stats:main",
+    ),
 }
 
 
@@ -30,7 +42,7 @@ def overview() -> str:
     return "\n".join([
         "usage: lit-models data VERB [options]   (lit-models data VERB --help: that verb's options)",
         "",
-        "Work on a recipe's data (classification, segmentation and detection images).",
+        "Work on image data (classification, segmentation and detection): a recipe's, or a folder's (convert).",
         "",
         "verbs:",
         *(f"  {name:<{width}}  {verb.about}" for name, verb in VERBS.items()),

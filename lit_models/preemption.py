@@ -16,6 +16,8 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lit_models.run_safety import CheckpointWriteError
+
 log = logging.getLogger(__name__)
 
 # What a shell reports for a process that SIGTERM ended (128 + 15): schedulers and scripts tell it from success.
@@ -100,8 +102,12 @@ class CheckpointOnSigterm(Callback):
         message = f"Stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}"
         if trainer.checkpoint_callbacks:  # enable_checkpointing=False asked for no files
             path = checkpoint_folder(trainer) / CHECKPOINT_NAME
-            trainer.save_checkpoint(path, weights_only=False)  # the full training state, not weights alone
-            message += f"; saved {path}. Continue with the same command and --ckpt_path last"
+            try:
+                trainer.save_checkpoint(path, weights_only=False)  # the full training state, not weights alone
+                message += f"; saved {path}. Continue with the same command and --ckpt_path last"
+            except CheckpointWriteError as error:  # rank 0's write failed (a full disk): the older files stay
+                trainer.strategy.barrier("Trainer.save_checkpoint")  # where the other ranks wait for rank 0's write
+                message += f"; {str(error).rstrip('.')}"
         if trainer.is_global_zero:
             log.warning(message + ".")
         raise SIGTERMException(SIGTERM_EXIT_CODE)
@@ -112,10 +118,25 @@ class CheckpointOnSigterm(Callback):
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         # Lightning warns about this case with advice for library authors; a user resuming needs to know what it means.
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        loops = checkpoint.get("loops", {}).get("fit_loop", {})
+        progress = loops.get("epoch_loop.batch_progress", {})
         done = progress.get("current", {}).get("processed", 0)
         if trainer.state.fn == "fit" and done and not progress.get("is_last_batch", True):
-            log.info(
-                f"Resuming mid-epoch (epoch {checkpoint.get('epoch', 0)}, after {done} batches): the DataLoader "
-                "starts a new pass, so the rest of this epoch may repeat or skip a few samples."
-            )
+            # The package's training loaders save their place (datamodules/resumable.py); another DataLoader does not.
+            rest = "the epoch goes on with the batches it had left"
+            if not loops.get("state_dict", {}).get("combined_loader"):
+                rest = "the DataLoader starts a new pass, so the rest of this epoch may repeat or skip a few samples"
+            log.info(f"Resuming mid-epoch (epoch {checkpoint.get('epoch', 0)}, after {done} batches): {rest}.")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning 2.6 resuming from a checkpoint of an epoch's last batch (every_n_train_steps, SIGTERM) counts
+        # that epoch as done but keeps treating the next one as resumed mid-epoch: it never counts it as started
+        # and skips its on_train_epoch_start, so a checkpoint taken during it is resumed as a finished epoch and its
+        # batches are trained again (measured: 2 extra steps after a kill). The next epoch starts as a new one here.
+        fit_loop = trainer.fit_loop
+        if (
+            fit_loop.restarted_mid_epoch
+            and fit_loop.epoch_loop.restarted_on_train_batch_end
+            and fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
+            fit_loop.reset_restart_stage()

@@ -2,7 +2,8 @@
 
 The package's lazy exports (``lit_models.ResNet``), the CLI's short names (``--model ResNet``), the checkpoint
 loader and the tests all read these tables. A checkpoint names its module and DataModule; only names listed here
-are imported from it, so a file from elsewhere never decides which code runs.
+are imported from it, so a file from elsewhere never decides which code runs; your own classes join them through
+``lit_models.register``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ DATAMODULES = {
 # Everything else ``import lit_models`` offers by name.
 OTHERS = {
     "load": "lit_models.inference",
+    "register": "lit_models.inference",
     "recipe": "lit_models.cli",
     "DataError": "lit_models.datamodules.files",
     "DataSpec": "lit_models.datamodules.spec",
@@ -59,13 +61,27 @@ def lookup(name: str) -> object:
     return getattr(importlib.import_module(EXPORTS[name]), name)
 
 
-def registered_class(path: str, table: dict[str, str], what: str) -> type:
+# Classes of your own that checkpoints may build (``lit_models.register``), by name, apart from lit-models' own.
+REGISTERED_MODELS: dict[str, type] = {}
+REGISTERED_DATAMODULES: dict[str, type] = {}
+
+
+def registered_class(path: object, table: dict[str, str], what: str) -> type:
     """The class a checkpoint names (``ResNet``, or a full path such as ``lit_models.classification.ResNet`` as
-    older checkpoints write it), if lit-models provides it; ValueError otherwise, without importing anything."""
-    name = path.rpartition(".")[2]
-    if name not in table:
-        raise ValueError(f"{what} {path!r} is not one of lit-models' ({', '.join(sorted(table))}).")
-    return getattr(importlib.import_module(table[name]), name)
+    older checkpoints write it), if lit-models provides it or it was registered (``lit_models.register``); ValueError
+    otherwise, starting with ``what`` (the model, and where it is named), without importing anything but
+    lit-models' own module of that class."""
+    own = REGISTERED_MODELS if table is MODELS else REGISTERED_DATAMODULES
+    module, _, name = path.rpartition(".") if isinstance(path, str) else ("", "", "")
+    if name in table and module in ("", "lit_models", table[name]):
+        return getattr(importlib.import_module(table[name]), name)
+    if name in own and module in ("", own[name].__module__):
+        return own[name]
+    known = ", ".join(sorted([*table, *own]))
+    raise ValueError(
+        f"{what} {path!r} is not one of lit-models' ({known}); nothing was imported. A class of your own is built "
+        "from a checkpoint once registered: lit_models.register(YourClass) before loading."
+    )
 
 
 def import_all() -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lit_models.datamodules.files import DataError
 from lit_models.errors import UsageError
 
 if TYPE_CHECKING:
@@ -25,13 +26,35 @@ def run_versions(runs: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix("version_")), reverse=True)
 
 
+def claim_version(runs: Path) -> int:
+    """Create the next free ``version_N`` folder under ``runs`` and return N.
+
+    ``mkdir`` fails where the folder exists, so of several processes claiming at once each gets its own folder:
+    one that loses a number to another takes the next.
+    """
+    runs.mkdir(parents=True, exist_ok=True)
+    versions = run_versions(runs)
+    number = int(versions[0].name.removeprefix("version_")) + 1 if versions else 0
+    while True:
+        try:
+            (runs / f"version_{number}").mkdir()
+            return number
+        except FileExistsError:
+            number += 1
+
+
 def recorded_best(last: Path) -> Path | None:
     """The best checkpoint that a ``last.ckpt`` records (its monitored ModelCheckpoint's state), None if none."""
     # mmap: only the callback states are read, not the weights and optimizer state around them.
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
-    for key, value in state.items():
-        if key.startswith("ModelCheckpoint") and value.get("monitor") and value.get("best_model_path"):
-            return Path(value["best_model_path"])
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a truncated or foreign file: say which, not pickle's internals
+        raise DataError(f"{last} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}).") from None
+    state = saved.get("callbacks") if isinstance(saved, dict) else None
+    for key, value in state.items() if isinstance(state, dict) else ():
+        best = value.get("best_model_path") if isinstance(value, dict) else None
+        if isinstance(best, str) and best and str(key).startswith("ModelCheckpoint") and value.get("monitor"):
+            return Path(best)
     return None
 
 

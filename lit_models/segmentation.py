@@ -106,7 +106,7 @@ class Segmenter(TaskModule, ABC):
         scores = self(images)
         predictions = scores.argmax(dim=1)
         metric.update(predictions, masks)
-        self.log(f"{stage}/loss", self.loss(scores, masks), prog_bar=True, sync_dist=True, batch_size=len(images))
+        self.log_evaluation_loss(stage, self.loss(scores, masks), len(images))
         return predictions
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

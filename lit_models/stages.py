@@ -4,8 +4,8 @@ trained FCN-32s, the YOLO detector from its pre-trained classifier, Faster R-CNN
 The mapping from one architecture's parameters to the next is declared in code by the later module
 (``init_mapping``), never guessed from matching names: every source parameter must land somewhere or be declared
 left out, and every target parameter must be filled or be declared new. The checkpoint is data: its tensors are
-read with ``weights_only=True`` and its model name is only compared with the registered names, never imported
-from.
+read with ``weights_only=True``, its model name is only compared with the registered names, never imported from,
+and its arguments are checked against that model's signature (:mod:`lit_models.checkpoint_file`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lit_models.checkpoint_file import CHECKPOINT_KEY, read_checkpoint
+from lit_models.checkpoint_file import CHECKPOINT_KEY, read_checkpoint, saved_arguments, saved_class
 
 if TYPE_CHECKING:
     from lit_models.task import TaskModule
@@ -112,13 +112,13 @@ class SourceModel:
 def read_source(path: str | os.PathLike) -> SourceModel:
     """The checkpoint ``path`` as a :class:`SourceModel` (errors name the file)."""
     saved = read_checkpoint(path)
-    entry = saved[CHECKPOINT_KEY]
+    model = saved_class(saved, "model", path)  # a registered name, its arguments checked as data
     return SourceModel(
         path=str(Path(path)),
-        model=str(entry.get("model", "")).rpartition(".")[2],
-        hparams=dict(saved.get("hyper_parameters") or {}),
+        model=model.__name__,
+        hparams=saved_arguments(saved, "model", model, path),
         state=dict(saved.get("state_dict") or {}),
-        stage=entry.get("stage"),
+        stage=saved[CHECKPOINT_KEY].get("stage"),
     )
 
 

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from lit_models import predictions
 from lit_models.checkpoint_file import CHECKPOINT_KEY
@@ -102,6 +103,7 @@ class TaskModule(pl.LightningModule):
         self.norm_weight_decay = norm_weight_decay
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.evaluation_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
 
     def split(self, batch: Any) -> tuple[Any, Any | None]:
         """The batch's inputs and targets (:func:`split_batch` with this family's ``target`` key)."""
@@ -122,6 +124,14 @@ class TaskModule(pl.LightningModule):
         names = self.display_names
         for label, value in zip(range(len(values)) if labels is None else labels, values, strict=True):
             self.log(f"{tag}/{names[label]}", value)
+
+    def log_evaluation_loss(self, stage: str, loss: Tensor, count: int) -> None:
+        """Log ``{stage}/loss`` (``val`` or ``test``), the mean over every sample of the epoch, ``loss`` being the mean
+        over this batch's ``count``. Under DDP the ranks' shards differ in size (no sample is evaluated twice), so
+        Lightning's ``sync_dist`` mean of the ranks' means would differ from one process; the metric sums instead."""
+        metric = self.evaluation_losses[stage]
+        metric.update(loss.detach(), weight=count)
+        self.log(f"{stage}/loss", metric, prog_bar=True, batch_size=count)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

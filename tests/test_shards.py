@@ -109,7 +109,7 @@ def test_prepare_refuses_to_write_over_data_and_names_an_unreadable_image(image_
     assert (output / "notes.txt").read_text() == "mine"
     with pytest.raises(SystemExit):
         main(prepare_command(image_tree, image_tree, "--overwrite"))  # the data itself: never
-    assert "holds the data it would be prepared from" in capsys.readouterr().err
+    assert "overlap: choose a folder outside the source" in capsys.readouterr().err
     broken = image_tree / "val" / "circle" / "001.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     with pytest.raises(SystemExit):

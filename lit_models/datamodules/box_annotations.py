@@ -280,7 +280,7 @@ def coco_split(
             return str(image), None, str(image_id)
         declared = (int(entry.get("height") or 0), int(entry.get("width") or 0))
         size = declared if min(declared) > 0 else header_size(image)
-        boxes, labels, iscrowd, described = [], [], [], []
+        boxes, labels, difficult, iscrowd, described = [], [], [], [], []
         for annotation in per_image.get(image_id, []):
             category = annotation.get("category_id")
             if category not in label_of:
@@ -294,11 +294,11 @@ def coco_split(
             x, y, w, h = (float(v) for v in bbox)
             boxes.append([x, y, x + w, y + h])
             labels.append(label_of[category])
+            # Not COCO's own flag: VOC's, which `lit-models data convert` writes into COCO files.
+            difficult.append(bool(annotation.get("difficult", 0)))
             iscrowd.append(bool(annotation.get("iscrowd", 0)))
             described.append(f"annotation {annotation.get('id')} bbox [x, y, w, h] = {bbox}")
-        targets = make_targets(
-            f"{path} (image {file_name})", size, boxes, labels, [False] * len(boxes), iscrowd, described
-        )
+        targets = make_targets(f"{path} (image {file_name})", size, boxes, labels, difficult, iscrowd, described)
         return str(image), targets, str(image_id)
 
     if not data["images"]:

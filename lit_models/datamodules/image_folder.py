@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from lit_models.datamodules.files import (
     report,
 )
 from lit_models.datamodules.protocols import ProtocolViews, TestCrops, check_test_protocol
+from lit_models.datamodules.resumable import seeded
 from lit_models.datamodules.shards import read_shards
 from lit_models.datamodules.sources import mnist5k
 from lit_models.datamodules.spec import DataSpec
@@ -84,6 +86,7 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if not batch["errors"]:
         if "encoded" in samples[0]:  # decode_device "cuda": images of every size, decoded after collation
             batch["encoded"] = [s["encoded"] for s in samples]
+            batch["seeds"] = [s.get("seed") for s in samples]  # training samples' own (resumable.SeededSamples)
         else:
             batch["image"] = stack_images([s["image"] for s in samples])
         batch["label"] = torch.tensor([s["label"] for s in samples])
@@ -100,7 +103,12 @@ def decode_batch(batch: dict[str, Any], transform: Callable, device: torch.devic
     """A batch of ``encoded`` images (``decode_device="cuda"``) decoded on ``device`` and each transformed there:
     the batch the workers make with decode_device "cpu"."""
     images = decode_on_device(batch.pop("encoded"), batch["path"], device)
-    batch["image"] = stack_images([transform(image) for image in images])
+    transformed = []
+    for image, seed in zip(images, batch.pop("seeds"), strict=True):
+        # A training image draws from its sample's own seed, as the worker's transform would have.
+        with contextlib.nullcontext() if seed is None else seeded(seed):
+            transformed.append(transform(image))
+    batch["image"] = stack_images(transformed)
     return batch
 
 

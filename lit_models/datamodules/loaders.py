@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from lit_models.datamodules.resumable import ResumableLoader, ResumableSampler, SeededSamples
 from lit_models.preemption import worker_init_fn
 
 
@@ -41,23 +42,35 @@ def split_loader(
     busy and no more; ``prefetch_factor`` stays PyTorch's 2, as 4 measured within the noise of 2
     (``benchmarks/data_speed.py --prefetch-factor 4``).
 
+    The training split's loader is a ``ResumableLoader`` (``resumable.py``): its order is drawn from a seed and the
+    epoch, each sample's augmentation from a seed of its own, and a checkpoint holds where the epoch stood, so
+    ``fit --ckpt_path`` continues mid-epoch with the batches and random numbers an unstopped run would have had.
     A dataset that names its ``loader_class`` gets it: prepared shards (``shard_dataset.py``) get LitData's
     ``StreamingDataLoader``, whose position Lightning saves in checkpoints (their persistent workers learn each
     epoch from the dataset's shared ``epoch_state``).
     """
-    order: dict[str, Any] = {}
-    if not isinstance(dataset, IterableDataset):
+    loader_class = getattr(dataset, "loader_class", None)
+    options: dict[str, Any] = {}
+    if train and loader_class is None:  # ours: a checkpoint continues it mid-epoch (resumable.py)
+        loader_class = ResumableLoader
+        seed = int(torch.randint(2**31, ()).item())  # from the global generator: seed_everything fixes the order
+        # Its own generator: the workers' base seed is not drawn from the one the model's dropout draws from.
+        options = {"trainer": trainer, "generator": torch.Generator().manual_seed(seed)}
+        if not isinstance(dataset, IterableDataset):
+            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            options["sampler"] = ResumableSampler(dataset, replicas, rank, seed)
+            dataset = SeededSamples(dataset)
+    elif not isinstance(dataset, IterableDataset):
         sampler = None
         if not train and trainer is not None and trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
-        order = {"shuffle": train, "sampler": sampler}
-    loader_class = getattr(dataset, "loader_class", DataLoader)
-    return loader_class(
+        options = {"shuffle": train, "sampler": sampler}
+    return (loader_class or DataLoader)(
         dataset,
         batch_size=batch_size,
-        **order,
+        **options,
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),

@@ -8,7 +8,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from PIL import Image
 
 from lit_models.datamodules.base import FileDataModule, FileDataset
 from lit_models.datamodules.files import DataError
+from lit_models.datamodules.output_folder import building, check_output
 from lit_models.datamodules.segmentation import load_mask
 from lit_models.datamodules.shards import DESCRIPTION, FORMAT, FORMAT_VERSION, KINDS, SPLITS
 from lit_models.version import __version__
@@ -70,7 +70,7 @@ def prepare_shards(
     if shorter_side is not None and shorter_side < 1:
         raise ValueError(f"shorter_side must be a positive number of pixels, got {shorter_side}")
     output = Path(output).expanduser().resolve()
-    check_output(output, Path(data.root).resolve(), overwrite)
+    check_output(output, Path(data.root).resolve(), overwrite)  # before any work
     data.prepare_data()
     data.setup("fit")
     try:
@@ -79,48 +79,31 @@ def prepare_shards(
         log.warning("test split left out: %s", error)
     splits = {split: data.datasets[split].samples for split in SPLITS if split in data.datasets}
     splits["train"] = [splits["train"][i] for i in np.random.default_rng(ORDER_SEED).permutation(len(splits["train"]))]
-    partial = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted preparation left
     counts, problems = {}, []
     context = multiprocessing.get_context()
-    with context.Pool(workers, initializer=use_reader, initargs=(data.datasets["val"], shorter_side)) as pool:
-        for split, samples in splits.items():
-            start = time.perf_counter()
-            counts[split], failed = write_split(partial / split, samples, pool)
-            problems += [f"{split}: {message}" for message in failed]
-            log.info("%s: %d records in %.0f s", split, counts[split], time.perf_counter() - start)
-    if problems:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DataError(f"{len(problems)} sample(s) cannot be read, so nothing was written (lit-models check lists "
-                        f"the same problems):\n  " + "\n  ".join(problems))  # fmt: skip
-    description = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "kind": kind,
-        "class_names": list(data.class_names),
-        "splits": counts,
-        "source": {"datamodule": type(data).__name__, "root": str(Path(data.root).resolve())},
-        "shorter_side": shorter_side,
-        "jpeg_quality": JPEG_QUALITY,
-        "lit_models_version": __version__,
-    }
-    (partial / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(partial, output)
+    with building(output, data.root, overwrite) as partial:
+        with context.Pool(workers, initializer=use_reader, initargs=(data.datasets["val"], shorter_side)) as pool:
+            for split, samples in splits.items():
+                start = time.perf_counter()
+                counts[split], failed = write_split(partial / split, samples, pool)
+                problems += [f"{split}: {message}" for message in failed]
+                log.info("%s: %d records in %.0f s", split, counts[split], time.perf_counter() - start)
+        if problems:
+            raise DataError(f"{len(problems)} sample(s) cannot be read, so nothing was written (lit-models check "
+                            "lists the same problems):\n  " + "\n  ".join(problems))  # fmt: skip
+        description = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "kind": kind,
+            "class_names": list(data.class_names),
+            "splits": counts,
+            "source": {"datamodule": type(data).__name__, "root": str(Path(data.root).resolve())},
+            "shorter_side": shorter_side,
+            "jpeg_quality": JPEG_QUALITY,
+            "lit_models_version": __version__,
+        }
+        (partial / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return description
-
-
-def check_output(output: Path, source: Path, overwrite: bool) -> None:
-    """Refuse an output that would replace the source data, or anything at all without ``overwrite``."""
-    if output == source or source.is_relative_to(output):
-        raise DataError(f"--output {output} holds the data it would be prepared from ({source}): choose another "
-                        "folder.")  # fmt: skip
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"--output {output} is a file; prepare writes a folder: choose another --output.")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output} exists and is not empty; prepare never writes over it: choose another "
-                              "--output, or pass --overwrite to replace it.")  # fmt: skip
 
 
 def write_split(folder: Path, samples: list, pool: Any) -> tuple[int, list[str]]:

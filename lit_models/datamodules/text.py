@@ -136,6 +136,7 @@ class TokenStreams(IterableDataset):
         self.streams = grid[rank * batch_size : (rank + 1) * batch_size]  # batch_size x L
         self.seq_len = seq_len
         self.num_batches = -(-(self.stream_length - 1) // seq_len)
+        self.skip = 0  # batches the next pass leaves out: those a resumed run had trained on (resumable.py)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -143,7 +144,8 @@ class TokenStreams(IterableDataset):
     def __iter__(self):
         worker = get_worker_info()
         first, step = (worker.id, worker.num_workers) if worker else (0, 1)
-        for k in range(first, self.num_batches, step):
+        skip, self.skip = self.skip, 0  # once: each persistent worker holds its own copy
+        for k in range(skip + first, self.num_batches, step):
             start = k * self.seq_len
             stop = min(start + self.seq_len, self.stream_length - 1)
             inputs = self.streams[:, start:stop].clone()  # N x T; a copy, so workers send only the chunk

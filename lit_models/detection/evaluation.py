@@ -10,7 +10,6 @@ annotations as they are, in the same pixels.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -21,12 +20,12 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from lit_models.checkpoint_file import CHECKPOINT_KEY, read_checkpoint
+from lit_models.checkpoint_file import read_checkpoint, saved_class
 from lit_models.datamodules.files import DataError
 from lit_models.detection.base import Detector
+from lit_models.inference import build_datamodule, build_module
 from lit_models.metrics import evaluation_targets, mean_average_precision
 from lit_models.predictions import start_up_lines_hidden
-from lit_models.registry import DATAMODULES, MODELS, registered_class
 
 Boxes = dict[str, Tensor]  # {"boxes": N x 4 xyxy, "labels": N, and "scores" (detections) or "iscrowd" (truth)}
 TRUTH_KEYS = ("boxes", "labels", "difficult", "iscrowd")
@@ -62,20 +61,14 @@ def load_detector(
         options: The module's arguments to change for this test (``test_flip=True``, ``test_scales=[...]``).
     """
     saved = read_checkpoint(checkpoint)
-    info = saved[CHECKPOINT_KEY]
-    try:
-        module_class = registered_class(info["model"], MODELS, f"{checkpoint} holds the model")
-        data_class = registered_class(info.get("data") or "", DATAMODULES, f"{checkpoint} holds the data")
-    except ValueError as error:
-        raise DataError(str(error)) from None
+    module_class = saved_class(saved, "model", checkpoint)
     if not issubclass(module_class, Detector):
         raise DataError(f"{checkpoint} holds a {module_class.__name__}, not a detector: give a detector's checkpoint.")
-    module = module_class.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True, **options)
-    arguments = {**(saved.get("datamodule_hyper_parameters") or {}), "predict_dir": None, "num_workers": 0}
-    if root is not None:
-        arguments["root"] = root
-    accepted = inspect.signature(data_class).parameters
-    return module, data_class(**{name: value for name, value in arguments.items() if name in accepted})
+    overrides = {"predict_dir": None, "num_workers": 0, **({"root": root} if root is not None else {})}
+    data_class, arguments = build_datamodule(checkpoint, saved, **overrides)
+    if data_class is None:
+        raise DataError(f"{checkpoint} names no DataModule to take its test images from.")
+    return build_module(checkpoint, saved, **options), data_class(**arguments)
 
 
 def detect_test_split(module: Detector, data: Any) -> SplitDetections:

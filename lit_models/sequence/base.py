@@ -6,7 +6,8 @@ Three tasks (``task``), each with its loss, metrics and headline validation metr
 * ``language_model``: the next token at every step; cross-entropy; perplexity and bits per token (bits per
   character at character level) ``val/bits_per_token``. Truncated back-propagation through time: the text comes
   as contiguous chunks of parallel streams (the DataModule), and the state at the end of one batch starts the next,
-  detached so gradients stop at the chunk boundary. Each stage carries its own state, reset at each epoch's start.
+  detached so gradients stop at the chunk boundary. Each stage carries its own state, reset at each epoch's start;
+  checkpoints hold the training state, so a run resumed mid-epoch continues from it.
 * ``regression``: real targets per sequence; mean squared error ``val/mse``.
 
 The net (:class:`lit_models.nets.sequence.SequenceNet`) depends on the task (one output per step for a language
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
 
 from lit_models.datamodules.spec import DataSpec
@@ -199,8 +201,21 @@ class SequenceModule(TaskModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.step(batch, "test")
 
-    def on_train_epoch_start(self) -> None:
-        self.carried.pop("train", None)  # the streams start again from their beginnings
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:  # the streams start again from their beginnings (a resumed epoch starts further on)
+            self.carried.pop("train", None)
+        elif "train" in self.carried:  # a state restored from a checkpoint is on the CPU: to the batches' device
+            self.carried["train"] = move_data_to_device(self.carried["train"], self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # A run resumed mid-epoch continues the streams from this state, as the unstopped run would have.
+        checkpoint["carried_state"] = self.carried.get("train")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if checkpoint.get("carried_state") is not None:
+            self.carried["train"] = checkpoint["carried_state"]
 
     def on_validation_epoch_start(self) -> None:
         self.carried.pop("val", None)

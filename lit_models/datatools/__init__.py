@@ -1,0 +1,1 @@
+"""``lit-models data convert | show | stats``: annotations converted between formats, samples drawn, data counted."""
