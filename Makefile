@@ -52,8 +52,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/augmentation.py
 	$(BIN)/python benchmarks/test_protocols.py
 	$(BIN)/python benchmarks/data_speed.py
-	$(BIN)/python benchmarks/shards.py --seeds 0 1 2 --epochs 6
+	$(BIN)/python benchmarks/shards.py --seeds 0 1 2
 	$(BIN)/python benchmarks/modern_recipe.py
+	$(BIN)/python benchmarks/checkpoint_load.py
+	$(BIN)/python benchmarks/run_safety.py
+	$(BIN)/python benchmarks/resumable_loader.py
+	$(BIN)/python benchmarks/data_convert.py
 	$(BIN)/python benchmarks/segmentation.py
 	$(BIN)/python benchmarks/fcn_staged.py --seeds 0 1 --epochs 16 --fraction 0.5
 	$(BIN)/python benchmarks/sequence.py

@@ -2,7 +2,7 @@
 within a memory budget) against Lightning's ``load_from_checkpoint(weights_only=True)`` and the DataModule rebuilt
 from the same file (what ``load`` did before, and which imports what the file names), in alternating rounds.
 
-    nice -n 5 python benchmarks/checkpoint_load.py [--rounds 5]
+    python benchmarks/checkpoint_load.py [--rounds 5]
 
 Prints a markdown table: median seconds per load of each, and their ratio, for untrained nets of three sizes.
 """
